@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from listener.database import connect
+from tests.pg import TestServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[TestServer]:
+    server = TestServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(pg_server: TestServer) -> TestServer:
+    await pg_server.prepare_template()
+    return pg_server
+
+
+@pytest.fixture
+async def db_url(migrated_template: TestServer) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    url = await migrated_template.fresh_database()
+    try:
+        yield url
+    finally:
+        await migrated_template.drop_database(url)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(db_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
