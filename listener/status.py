@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from listener.database import DatabaseError
 from listener.queries import Q
 
 
@@ -17,7 +18,10 @@ def _jsonable(value: Any) -> Any:
 
 
 async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
-    version = await conn.fetchrow(Q.schema_version)
+    try:
+        version = await conn.fetchrow(Q.schema_version)
+    except asyncpg.UndefinedTableError:
+        raise DatabaseError("the database has no schema yet: run `revenue-asi migrate`") from None
     touches: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(Q.status_touch_counts):
         touches.setdefault(row["status"], {})[row["channel"]] = row["n"]
