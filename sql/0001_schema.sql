@@ -162,3 +162,14 @@ create table event_reactions (
   created_at  timestamptz not null default now()
 );
 create index event_reactions_created on event_reactions (created_at);
+
+-- Keys waiting out a cooldown (decision wait_cooldown): the daemon's timer list, re-decided at due_at.
+create table pending_cooldowns (
+  lead_id          uuid not null,
+  campaign_id      uuid,
+  step             int not null,
+  latest_touch_id  uuid primary key,
+  due_at           timestamptz not null,
+  created_at       timestamptz not null default now()
+);
+create index pending_cooldowns_due on pending_cooldowns (due_at);

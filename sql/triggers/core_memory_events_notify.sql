@@ -11,6 +11,14 @@ $$;
 create or replace function core_memory_events_file_reactions() returns trigger
 language plpgsql as $$
 begin
+  -- A stop signal waits for sends in flight to its lead (the dispatcher holds the lead FOR SHARE from its
+  -- re-check until the provider answered), so no touch is handed to a provider after this event commits.
+  perform 1 from leads l
+  where l.id in (select n.lead_id from new_rows n
+                 where core_memory_events_is_actionable(n.event_type, n.direction)
+                   and n.event_type not in ('touch_sent', 'touch_failed'))
+  order by l.id
+  for no key update;
   insert into event_reactions (event_id, lead_id, event_type, created_at)
   select n.id, n.lead_id, n.event_type, n.created_at
   from new_rows n
