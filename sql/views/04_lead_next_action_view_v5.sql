@@ -22,6 +22,7 @@ with facts as (
     ev.last_event_at,
     ev.last_outbound_at,
     ev.last_outbound_channel,
+    ev.last_negative_at,
     ev.has_positive,
     ot.open_touches,
     ot.next_due_at,
@@ -35,6 +36,7 @@ with facts as (
       coalesce(sum(e.score_delta), 0)                                              as score_sum,
       max(e.created_at)                                                            as last_event_at,
       max(e.created_at) filter (where e.event_type = 'touch_sent')                 as last_outbound_at,
+      max(e.created_at) filter (where e.event_type = 'reply_negative')             as last_negative_at,
       (array_agg(e.channel order by e.created_at desc)
          filter (where e.event_type = 'touch_sent'))[1]                            as last_outbound_channel,
       bool_or(e.event_type in ('reply_positive', 'appointment_booked'))            as has_positive
@@ -73,7 +75,8 @@ select
   end as recommended_channel,
   d.recommended_action,
   case d.recommended_action
-    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60))::int
+    -- until the cooldown ends (not reactivation_eligible_at, which may be later: 45 days after the last touch)
+    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '30 days' - now())) / 60))::int
     when 'send' then greatest(0, ceil(extract(epoch from (coalesce(d.next_due_at, now()) - now())) / 60))::int
     when 'do_nothing' then case when d.reactivation_eligible_at is null then null
                            else greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60))::int end
