@@ -136,6 +136,39 @@ def render_status(status: dict[str, Any]) -> None:
                       + (f" · error {run['error']}" if run["error"] else ""))
 
 
+@app.command("run")
+def run_command() -> None:
+    """Run the daemon: dispatch touches the moment they are due, react to events, sweep, orchestrate."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    url = url_or_exit(settings)
+    from listener.runner import run_daemon
+
+    run_async(lambda: run_daemon(settings, url))
+
+
+@app.command("tick")
+def tick_command(
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """One run of a job, on demand (the seed's curl … -d '{"limit":20,"dry_run":true}' checks)."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    url = url_or_exit(settings)
+    from listener.jobs import JOBS, run_job
+
+    if job not in JOBS:
+        fail(f"unknown job {job!r}; choose one of: {', '.join(JOBS)}")
+    result = run_async(lambda: run_job(settings, url, job, dry_run=dry_run, limit=limit))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        console.print(f"[bold]{job}[/]{' (dry run)' if dry_run else ''}: {json.dumps(result, default=str)}")
+
+
 def main() -> None:
     app()
 
