@@ -55,9 +55,10 @@ def sent(touch_id: UUID, prepared: PreparedTouch, provider_message_id: str | Non
     if prepared.real_recipient != prepared.message.to:
         payload["real_recipient"] = prepared.real_recipient
     patch = None
-    if prepared.dry_run:  # the seed's WhatsApp v2 dry-run contract
+    if prepared.dry_run:  # the seed's WhatsApp v2 dry-run contract: to = QA_SINK ?? "whatsapp:" + phone
+        to = prepared.message.to
         patch = {"dryRun": True, "provider": prepared.provider, "provider_config": prepared.provider_config,
-                 "to": prepared.message.to}
+                 "to": f"whatsapp:{to}" if prepared.message.channel == "whatsapp" else to}
     return Outcome(touch_id, "sent", "touch_sent", payload, provider_message_id=provider_message_id,
                    payload_patch=patch)
 

