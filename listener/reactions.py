@@ -4,7 +4,6 @@ that takes its event_reactions row, so it happens exactly once even with many da
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -103,14 +102,14 @@ async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
         elif decision == "stop" and key.campaign_id is not None:
             await _end_step(conn, key, row["stop_reason"] or "", stats, cadence_events)
     if events:
-        await conn.execute(Q.insert_decision_events, json.dumps(events))
+        await conn.execute(Q.insert_decision_events, events)
     if follow_ups:
         created = await conn.fetch(Q.insert_follow_up_touches, [f[0] for f in follow_ups], [f[1] for f in follow_ups])
         stats.touches_created += len(created)
     if cooldowns:
         await conn.execute(Q.upsert_pending_cooldowns, *[list(column) for column in zip(*cooldowns)])
     if cadence_events:
-        await conn.execute(Q.insert_cadence_events, json.dumps(cadence_events))
+        await conn.execute(Q.insert_cadence_events, cadence_events)
     return stats
 
 
@@ -160,7 +159,7 @@ async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id:
                                "campaign_lead_id": str(stopped["id"]), "reason": event_type,
                                "event_id": str(event_id)})
     if cadence_events:
-        await conn.execute(Q.insert_cadence_events, json.dumps(cadence_events))
+        await conn.execute(Q.insert_cadence_events, cadence_events)
     return stats
 
 
