@@ -110,9 +110,12 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> Migratio
                 if applied[path.name] != _checksum(text):
                     log.warning("migration %s changed after it was applied; add a new numbered file instead", path.name)
                 continue
-            async with conn.transaction():
-                await conn.execute(text)
-                await conn.execute(Q.migration_record, path.name, _checksum(text))
+            try:
+                async with conn.transaction():
+                    await conn.execute(text)
+                    await conn.execute(Q.migration_record, path.name, _checksum(text))
+            except asyncpg.PostgresError as exc:
+                raise DatabaseError(f"{path.name}: {exc}") from exc
             report.applied.append(path.name)
         files = repeatable_files(sql_dir)
         combined = "\n".join(f"-- {p.relative_to(sql_dir)}\n{p.read_text()}" for p in files)

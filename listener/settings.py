@@ -18,7 +18,7 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
+    database_url: str | None = Field(None, repr=False, validation_alias=AliasChoices("DATABASE_URL"))
     home: Path = Field(Path(".revenue-asi"), validation_alias=AliasChoices("REVENUE_ASI_HOME"))
 
     twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
