@@ -4,7 +4,7 @@ QA sinks and dry-run, decided without any I/O."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -69,7 +69,7 @@ def prepare_outbound(
     """Everything needed to send (or dry-run) ``ctx``; a TouchFailure (permanent) when it cannot be sent."""
     if ctx.channel not in CHANNELS:
         raise TouchFailure("unknown_channel", f"channel {ctx.channel!r} is not one of {', '.join(CHANNELS)}")
-    channel = cast(Channel, ctx.channel)
+    channel: Channel = ctx.channel  # narrowed by the membership test above
     expected_provider = PROVIDER_FOR_CHANNEL[channel]
 
     if channel in PHONE_CHANNELS:

@@ -113,7 +113,7 @@ def _is_retryable(exc: BaseException) -> bool:
 
 def _backoff(attempt_number: int) -> float:
     # "Equal jitter": half fixed, half random, so waits grow but never collapse to zero.
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_INITIAL_S * 2 ** (attempt_number - 1))
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_INITIAL_S * 2.0 ** (attempt_number - 1))
     return ceiling * random.uniform(0.5, 1.0)
 
 

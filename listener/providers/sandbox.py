@@ -241,7 +241,7 @@ class SandboxProviders:
             self._runner = None
         for _, waiter in self._waiters:
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_exception(RuntimeError("the sandbox was closed"))
         self._waiters.clear()
 
     async def __aenter__(self) -> SandboxProviders:
