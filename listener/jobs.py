@@ -14,6 +14,7 @@ import asyncpg
 from listener.daemon import PeriodicJob
 from listener.database import create_pool
 from listener.dispatcher import Dispatcher
+from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
 from listener.providers.base import build_providers, close_providers
 from listener.queries import Q
 from listener.settings import Settings
@@ -50,7 +51,8 @@ async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit
     return stats
 
 
-JOBS: dict[str, JobFn] = {"sweep": sweep_job}
+JOBS: dict[str, JobFn] = {"sweep": sweep_job, TOUCH_ORCHESTRATOR: touch_orchestrator_job,
+                          REACTIVATION: reactivation_job}
 
 
 async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry_run: bool,
@@ -89,5 +91,11 @@ async def run_job(settings: Settings, url: str, job: str, *, dry_run: bool = Fal
 
 
 def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
-    """The orchestrators, on their intervals (the sweep has its own loop in the daemon)."""
-    return []
+    """The orchestrators, on their intervals (the sweep has its own loop in the daemon). Each run takes the job's
+    advisory lock, so with many daemons one instance runs at a time; each writes a job_runs row."""
+
+    def runner(name: str) -> Callable[[asyncpg.Pool], Awaitable[dict[str, Any]]]:
+        return lambda pool: run_job_on_pool(pool, settings, name)
+
+    return [PeriodicJob(TOUCH_ORCHESTRATOR, settings.orchestrator_interval_s, runner(TOUCH_ORCHESTRATOR)),
+            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION))]
