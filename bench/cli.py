@@ -1,0 +1,103 @@
+"""`python -m bench all|latency|throughput|scale|peer|limit|chaos [--quick] [--json PATH]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.env import Env
+
+SECTIONS = ("latency", "throughput", "scale", "peer", "limit")
+
+
+def sizes(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "rates": tuple(args.rates) if args.rates else ((50.0, 200.0, 1000.0)),
+        "duration": args.duration if args.duration is not None else (2.0 if quick else 10.0),
+        "drain_n": args.touches if args.touches is not None else (1000 if quick else 20000),
+        "scale_sizes": tuple(args.scale_sizes) if args.scale_sizes else
+        ((10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)),
+        "scale_calls": 50 if quick else 200,
+        "limit_seconds": args.limit_seconds if args.limit_seconds is not None else (3.0 if quick else 10.0),
+        "chaos": {
+            "kills": args.kills if args.kills is not None else (3 if quick else 10),
+            "rate": 100.0 if quick else 200.0,
+            "burst": args.burst if args.burst is not None else (5_000 if quick else 50_000),
+            "scenario_s": 4.0 if quick else 10.0,
+        },
+    }
+
+
+async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> dict[str, Any]:
+    from bench import chaos, drain, latency, limit, peer, scale
+
+    cfg = sizes(args)
+    result: dict[str, Any] = {"meta": meta(args, cfg)}
+    started = time.perf_counter()
+    async with Env(delay_ms=args.delay_ms, keep=args.keep) as env:
+        assert env.pg is not None
+        result["meta"]["postgres"] = env.pg.settings()
+        steps: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+            "latency": lambda: latency.run(env, cfg["rates"], cfg["duration"]),
+            "throughput": lambda: drain.run(env, cfg["drain_n"]),
+            "scale": lambda: scale.run(env, cfg["scale_sizes"], cfg["scale_calls"]),
+            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput")),
+            "limit": lambda: limit.run(env, cfg["limit_seconds"]),
+            "chaos": lambda: chaos.run(env, **cfg["chaos"]),
+        }
+        for name in sections:
+            t = time.perf_counter()
+            print(f"[bench] {name} …", file=sys.stderr, flush=True)
+            result[name] = await steps[name]()
+            result[name]["section_wall_s"] = round(time.perf_counter() - t, 1)
+            print(f"[bench] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
+    result["meta"]["wall_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def meta(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "quick": args.quick, "provider_delay_ms": args.delay_ms, "sizes": cfg,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("section", choices=("all", *SECTIONS, "chaos"))
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    p.add_argument("--json", type=Path, help="write the JSON result here too")
+    p.add_argument("--delay-ms", type=float, default=0.0, help="the fake provider's service time (default 0)")
+    p.add_argument("--rates", type=float, nargs="+", help="latency: offered touches/s (default 50 200 1000)")
+    p.add_argument("--duration", type=float, help="latency: seconds per rate (default 10; --quick 2)")
+    p.add_argument("--touches", type=int, help="throughput/peer: touches to drain (default 20000; --quick 1000)")
+    p.add_argument("--scale-sizes", type=int, nargs="+", help="scale: historical touch_runs (default 10k 100k 1M)")
+    p.add_argument("--limit-seconds", type=float, help="limit: pgbench duration (default 10; --quick 3)")
+    p.add_argument("--kills", type=int, help="chaos: SIGKILLs (default 10; --quick 3)")
+    p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sections = SECTIONS if args.section == "all" else (args.section,)
+    result = asyncio.run(run_sections(args, sections))
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(report.render(result), file=sys.stderr)
+    return 0 if report.ok(result) else 1

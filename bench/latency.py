@@ -1,0 +1,99 @@
+"""latency: commit of a due touch → the request arriving at the fake provider, at fixed offered rates.
+
+The load generator offers touches open-loop (touch i is due to be inserted at t0 + i/rate, whatever happened to
+earlier ones), one touch per transaction, over a small pool of connections. Two clocks per touch, both the machine's
+wall clock (the fake runs on the same machine and records ``received_at_wall``):
+
+* ``insert``: ``clock_timestamp()`` read by the INSERT itself, just before its commit — latency from it is an upper
+  bound of commit → received (it includes the commit's WAL flush). This is the headline number.
+* ``ack``: the bench's clock right after the commit returned — a lower bound (the daemon may hear the NOTIFY before
+  the client sees its commit acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from bench.drain import start_daemons, warm_up
+from bench.env import Env
+from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
+
+GENERATOR_CONNECTIONS = 8
+
+
+async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: float
+                ) -> list[tuple[str, float, float]]:
+    """Insert ``rate * duration`` touches at ``rate`` per second. Returns (touch id, insert clock, ack clock)."""
+    n = max(1, int(rate * duration))
+    assert workload.account_id is not None
+    account_id = workload.account_id
+    leads = workload.take_leads(n)
+    out: list[tuple[str, float, float]] = []
+
+    async def one(lead_id: uuid.UUID) -> None:
+        touch_id = uuid.uuid4()
+        async with pool.acquire() as conn:
+            at_insert = await insert_one(conn, account_id, lead_id, touch_id)
+        out.append((str(touch_id), at_insert, time.time()))
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    for i, lead_id in enumerate(leads):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(lead_id)))
+    await asyncio.gather(*tasks)
+    return out
+
+
+async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: float, duration: float
+                       ) -> dict[str, Any]:
+    await env.sandbox.reset()
+    offered = await offer(pool, workload, rate, duration)
+    done = await wait_drained(workload.url, timeout=120)
+    requests = await env.sandbox.requests()
+    receipts = first_receipts(requests)
+    from_insert, from_ack = [], []
+    missing = 0
+    for touch_id, at_insert, at_ack in offered:
+        received = receipts.get(touch_id)
+        if received is None:
+            missing += 1
+            continue
+        from_insert.append(received - at_insert)
+        from_ack.append(received - at_ack)
+    inserts = sorted(o[1] for o in offered)
+    span = inserts[-1] - inserts[0] if len(inserts) > 1 else 0.0
+    return {
+        "offered_rate": rate, "duration_s": duration, "touches": len(offered),
+        "achieved_rate": round((len(inserts) - 1) / span, 1) if span > 0 else None,
+        "received": len(from_insert), "missing": missing, "sent_twice": len(duplicates(requests)),
+        "drained": done["reacted_at"] is not None,
+        **summary_ms(from_insert),
+        "ack": summary_ms(from_ack),
+    }
+
+
+async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    assert env.pg is not None
+    url = await env.pg.fresh_database("latency")
+    total = sum(int(r * duration) + 1 for r in rates)
+    workload = await Workload(url).setup(total + 100)
+    daemons = await start_daemons(env, url, 1, settings)
+    pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
+    try:
+        await warm_up(env, workload, 100)
+        results = [await measure_rate(env, workload, pool, rate, duration) for rate in rates]
+    finally:
+        await pool.close()
+        await env.stop_daemons(daemons)
+        await env.pg.drop_database(url)
+    return {"clock": "insert (clock_timestamp() in the INSERT, before its commit) → fake received_at_wall; "
+                     "'ack' = from the commit acknowledgement instead", "daemons": 1, "rates": results}
