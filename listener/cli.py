@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -167,6 +168,139 @@ def tick_command(
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
         console.print(f"[bold]{job}[/]{' (dry run)' if dry_run else ''}: {json.dumps(result, default=str)}")
+
+
+def _uuid_or_exit(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"{what} must be a uuid, got {value!r}")
+        raise
+
+
+async def _with_pool(url: str, work: Callable[[Any], Awaitable[T]], *, max_size: int = 4) -> T:
+    from listener.database import create_pool
+
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await create_pool(url, min_size=1, max_size=max_size)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+@app.command("replay")
+def replay_command(
+    since: str = typer.Option(..., "--since", help="From this time: ISO timestamp, or a duration ago (30m, 2h, 3d)."),
+    until: str | None = typer.Option(None, "--until", help="Up to this time (default: now)."),
+    lead: str | None = typer.Option(None, "--lead", help="Only this lead's events."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; report exactly what would be done."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Re-run the daemon's reactions (decisions after touch_sent/touch_failed, cancellations after stop events)
+    for the events in a time range, as of now, creating only what is missing. Safe to run twice."""
+    from listener.replay import TimeFormatError, parse_time, replay
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    try:
+        since_at = parse_time(since)
+        until_at = parse_time(until) if until is not None else None
+    except TimeFormatError as exc:
+        fail(str(exc))
+        raise
+    if until_at is not None and until_at <= since_at:
+        fail("--until must be after --since")
+    lead_id = _uuid_or_exit(lead, "--lead") if lead is not None else None
+    progress = ProgressReporter("replaying events")
+
+    async def work(pool: Any) -> Any:
+        with progress:
+            return await replay(pool, since_at, until_at, lead_id, dry_run=dry_run, on_total=progress.total,
+                                on_progress=progress.advance)
+
+    summary = run_async(lambda: _with_pool(url, work)).as_dict()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        return
+    render_replay(summary)
+
+
+class ProgressReporter:
+    """A rich progress bar on a terminal (stderr); a few plain lines otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.done = 0
+        self.count = 0
+        self.next_report = 0
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressReporter:
+        if err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=err_console, transient=True)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def total(self, n: int) -> None:
+        self.count = n
+        if self.progress is not None:
+            self.task = self.progress.add_task(self.label, total=n)
+        else:
+            err_console.print(f"{self.label}: {n} to read", highlight=False)
+            self.next_report = max(1, n // 10)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+        elif self.done >= self.next_report or self.done == self.count:
+            err_console.print(f"{self.label}: {self.done}/{self.count}", highlight=False)
+            self.next_report = self.done + max(1, self.count // 10)
+
+
+def render_replay(summary: dict[str, Any]) -> None:
+    title = "replay (dry run: nothing was changed; this is what it would do)" if summary["dry_run"] else "replay"
+    console.print(f"[bold]{title}[/] · events from {summary['since']} to {summary['until']}"
+                  + (f" · lead {summary['lead_id']}" if summary["lead_id"] else ""), highlight=False)
+    verb = "would be " if summary["dry_run"] else ""
+    for item in summary["created"]:
+        console.print(f"  {verb}created  {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"step {item['step']} ({item['status']}) after {item['because_of']}", highlight=False)
+    for item in summary["canceled"]:
+        console.print(f"  {verb}canceled {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"after {item['because_of']}", highlight=False)
+    table = Table(title="summary", show_header=False)
+    table.add_column("what")
+    table.add_column("n", justify="right")
+    by_type = ", ".join(f"{k} {v}" for k, v in summary["by_event_type"].items()) or "-"
+    decisions = ", ".join(f"{k} {v}" for k, v in summary["decisions"].items()) or "-"
+    rows = [("events read", f"{summary['events_read']} ({by_type})"),
+            (f"touches {verb}created", summary["touches_created"]),
+            (f"touches {verb}canceled", summary["touches_canceled"]),
+            ("unchanged (nothing missing)", summary["unchanged"]),
+            ("superseded by a newer touch", summary["superseded"]),
+            ("stale stop events skipped", summary["stale_stop_events"]),
+            ("reactions the daemon had not done yet", summary["pending_taken"]),
+            (f"cadences {verb}completed / stopped / advanced",
+             f"{summary['cadences_completed']} / {summary['cadences_stopped']} / {summary['steps_advanced']}"),
+            (f"cooldown timers {verb}set", summary["cooldowns_scheduled"]),
+            ("decisions", decisions)]
+    for what, n in rows:
+        table.add_row(what, str(n))
+    console.print(table)
 
 
 def main() -> None:
