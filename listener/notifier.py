@@ -33,11 +33,12 @@ class Notifier:
         while not stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncio.wait_for(asyncpg.connect(self.url), timeout=10)
+                listening: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(self.url), timeout=10)
+                conn = listening
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                listening.add_termination_listener(lambda _c: lost.set())
                 for channel in CHANNELS:
-                    await conn.add_listener(channel, self._notified)
+                    await listening.add_listener(channel, self._notified)
                 if not first:
                     self.reconnects += 1
                     log.info("LISTEN connection re-established; catching up")
@@ -53,7 +54,7 @@ class Notifier:
                     for waiter in pending:
                         waiter.cancel()
                     if not done:
-                        await conn.execute("select 1", timeout=HEALTH_CHECK_S)
+                        await listening.execute("select 1", timeout=HEALTH_CHECK_S)
                 if lost.is_set() and not stop.is_set():
                     log.warning("LISTEN connection lost; reconnecting")
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:

@@ -92,8 +92,8 @@ class Settings(BaseSettings):
         return [s.get_secret_value() for s in (self.twilio_auth_token, self.elasticemail_api_key) if s]
 
 
-_ENV_NAMES = {
-    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
+_ENV_NAMES: dict[str, str] = {
+    name: (str(field.validation_alias.choices[0]) if isinstance(field.validation_alias, AliasChoices) else name)
     for name, field in Settings.model_fields.items()
 }
 
