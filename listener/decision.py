@@ -18,9 +18,9 @@ f. the current channel not exhausted: ``retry_same_channel`` once last attempt +
 g. exhausted: ``switch_channel`` to the first later channel in the order that is not exhausted (from the start of the
    order when the current channel is not in it), naming the unreachable channels skipped; none -> stop ``exhausted``.
 
-Numbers are exact: the loader parses the payload with ``Decimal`` (as PostgreSQL's numeric), and the cooldown is
-added the way PostgreSQL's ``make_interval(secs => minutes * 60)`` does it (the exact product rounded to a double,
-times 1e6, rounded half to even to whole microseconds)."""
+Numbers are exact on both sides: the loader parses the payload with ``Decimal`` (as PostgreSQL's numeric), and a
+cooldown is ``minutes * 60e6`` rounded to whole microseconds, half away from zero (numeric ``round`` in SQL,
+``Fraction`` here), so SQL and Python agree to the microsecond by construction."""
 
 from __future__ import annotations
 
@@ -252,10 +252,10 @@ def parse_plan(payload: Any, touch_channel: str) -> Plan:
 
 
 def cooldown_interval(minutes: Fraction | Decimal | int | float) -> timedelta:
-    """``make_interval(secs => minutes * 60)`` to the microsecond: the exact product rounded to a double, times 1e6
-    in double arithmetic, rounded half to even (rint) — what PostgreSQL does."""
-    secs = float(Fraction(minutes) * 60)
-    return timedelta(microseconds=round(secs * 1_000_000.0))
+    """A cooldown of ``minutes`` (>= 0) in whole microseconds, rounded half away from zero, exactly as the SQL
+    ``interval '1 microsecond' * round(minutes * 60000000)`` (numeric arithmetic; 0.05 = 3 s)."""
+    microseconds = math.floor(Fraction(minutes) * 60_000_000 + Fraction(1, 2))
+    return timedelta(microseconds=microseconds)
 
 
 # --- the decision ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.decision import Decision, cooldown_interval, decide, decide_sql, decide_sql_many, load_decision_inputs, parse_plan
+from listener.decision import Decision, decide, decide_sql, decide_sql_many, load_decision_inputs, parse_plan
 from listener.queries import Q
 from tests import factories
 
@@ -30,13 +30,16 @@ def plan(order: list[str] | None = None, max_attempts: dict[str, Any] | None = N
 
 async def touch_at(db: asyncpg.Connection, account_id: uuid.UUID, lead_id: uuid.UUID, at: datetime, *,
                    channel: str = "sms", campaign_id: uuid.UUID | None = None, step: int = 1,
-                   payload: dict[str, Any] | None = None, status: str = "sent") -> uuid.UUID:
+                   payload: dict[str, Any] | str | None = None, status: str = "sent") -> uuid.UUID:
+    """A touch created at ``at``; ``payload`` is a dict or raw JSON text (for numbers Python cannot write)."""
+    if payload is None:
+        payload = factories.payload(channel, plan=plan())
     touch_id: uuid.UUID = await db.fetchval(
         """insert into touch_runs (account_id, lead_id, campaign_id, step, channel, status, scheduled_at, payload,
                                    created_at)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $7) returning id""",
+           values ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $7) returning id""",
         account_id, lead_id, campaign_id, step, channel, status, at,
-        payload if payload is not None else factories.payload(channel, plan=plan()),
+        payload if isinstance(payload, str) else json.dumps(payload),
     )
     return touch_id
 
@@ -191,16 +194,18 @@ async def test_channel_missing_from_cooldown_gets_zero(db, acct, lead):
 
 
 @pytest.mark.parametrize(("minutes", "delta"), [
-    (1440, timedelta(days=1)),
-    (0.05, timedelta(seconds=3)),
-    (0.0123, timedelta(microseconds=738_000)),
-    (0.5 / 60_000_000, cooldown_interval(Decimal(repr(0.5 / 60_000_000)))),  # about half a microsecond
-    (2.5 / 60_000_000, cooldown_interval(Decimal(repr(2.5 / 60_000_000)))),
-    (1234.56789, cooldown_interval(Decimal("1234.56789"))),
+    ("1440", timedelta(days=1)),
+    ("0.05", timedelta(seconds=3)),
+    ("0.0123", timedelta(microseconds=738_000)),
+    ("0.000000075", timedelta(microseconds=5)),  # 4.5 µs: half away from zero
+    ("0.00000004", timedelta(microseconds=2)),  # 2.4 µs
+    ("1e-400", timedelta(0)),  # far below a microsecond: no cooldown (and no float underflow in SQL)
+    ("1234.56789", timedelta(minutes=1234, microseconds=34_073_400)),
+    ("100000000", timedelta(minutes=100_000_000)),
 ])
 async def test_cooldown_boundary(db, acct, lead, minutes, delta):
-    t = await touch_at(db, acct, lead, T0, payload=factories.payload("sms", plan=plan(["sms"], {"sms": 3},
-                                                                                       {"sms": minutes})))
+    text = json.dumps(factories.payload("sms", plan=plan(["sms"], {"sms": 3}, {"sms": "@"})))
+    t = await touch_at(db, acct, lead, T0, payload=text.replace('"@"', minutes))
     last = T0 + timedelta(seconds=1)
     await attempt(db, lead, t, last)
     until = last + delta

@@ -15,7 +15,8 @@
 --      created_at <= p_now), attempts_allowed (max_attempts, missing 1), permanent failure, reachable
 --      (phone for voice/whatsapp/sms, email for email); exhausted = attempts used up, permanent, or unreachable;
 --   f. current channel not exhausted: retry_same_channel when last_attempt_at + cooldown <= p_now (or no attempt
---      yet), else wait_cooldown until then;
+--      yet), else wait_cooldown until then; the cooldown is cooldown_minutes * 60e6 rounded to whole microseconds
+--      (half away from zero), in exact numeric arithmetic (0.05 = 3 s);
 --   g. current exhausted: switch_channel to the first later channel in order not exhausted (from the start of
 --      order when the current channel is not in it), naming the unreachable channels skipped on the way;
 --      none left -> stop 'exhausted'.
@@ -250,7 +251,8 @@ considered as (  -- the plan's channels in order, plus the current channel when 
 ),
 state as (
   select c.channel, c.pos, x.attempts_done, a.allowed, x.last_attempt_at, x.permanent_failure, r.reachable,
-         x.last_attempt_at + make_interval(secs => (a.cooldown_min * 60)::float8) as until,
+         -- exact: the cooldown in whole microseconds (numeric round, half away from zero), an integer < 2^53
+         x.last_attempt_at + interval '1 microsecond' * round(a.cooldown_min * 60000000)::float8 as until,
          (x.attempts_done >= a.allowed or x.permanent_failure or not r.reachable) as exhausted
   from considered c
   cross join plan p
