@@ -132,9 +132,40 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"[bold]events, last hour[/] ({status['events_last_hour_total']}): {events}")
     failures = ", ".join(f"{k} {v}" for k, v in status["failures_last_hour"].items()) or "none"
     console.print(f"[bold]failures, last hour[/]: {failures}")
+    cad = status["cadences"]
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
+    console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
+                  f" (next {_when(cad['next_cooldown_at'])}) · next scheduled touch {_when(cad['next_scheduled_at'])}",
+                  highlight=False)
+    table = Table(title="jobs: last run")
+    for col in ("job", "started", "took", "dry run", "result"):
+        table.add_column(col)
     for job, run in status["jobs"].items():
-        console.print(f"[bold]job {job}[/] last started {run['started_at']} · stats {json.dumps(run['stats'])}"
-                      + (f" · error {run['error']}" if run["error"] else ""))
+        if run is None:
+            table.add_row(job, "never", "", "", "")
+            continue
+        took = ""
+        if run.get("finished_at") and run.get("started_at"):
+            from datetime import datetime
+
+            took = f"{(datetime.fromisoformat(run['finished_at']) - datetime.fromisoformat(run['started_at'])).total_seconds() * 1000:.0f} ms"
+        table.add_row(job, _when(run["started_at"]), took, "yes" if run["dry_run"] else "",
+                      f"error: {run['error']}" if run["error"] else _job_summary(run["stats"]))
+    console.print(table)
+
+
+def _job_summary(stats: dict[str, Any]) -> str:
+    if not isinstance(stats, dict):
+        return str(stats)
+    if "skipped" in stats:
+        return f"skipped: {stats['skipped']}" if isinstance(stats["skipped"], str) else \
+            f"created {stats.get('created', 0)}, skipped {stats['skipped']}"
+    keys = ("candidates", "created", "queued", "scheduled", "skipped", "already_existed", "leases_expired",
+            "due_touches")
+    parts = [f"{k} {stats[k]}" for k in keys if k in stats]
+    if isinstance(stats.get("dispatched"), dict):
+        parts.append("dispatched " + ", ".join(f"{k} {v}" for k, v in stats["dispatched"].items()))
+    return ", ".join(parts) or json.dumps(stats, default=str)[:100]
 
 
 @app.command("run")
@@ -301,6 +332,149 @@ def render_replay(summary: dict[str, Any]) -> None:
     for what, n in rows:
         table.add_row(what, str(n))
     console.print(table)
+
+
+lead_app = typer.Typer(no_args_is_help=True, help="The seed's Command OS lead intents: inspect, enroll.")
+app.add_typer(lead_app, name="lead")
+
+
+async def _on_conn(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    import asyncpg
+
+    conn = await connect(url)
+    try:
+        return await work(conn)
+    except asyncpg.UndefinedTableError:
+        raise DatabaseError("the database has no schema yet: run `revenue-asi migrate`") from None
+    finally:
+        await conn.close()
+
+
+@lead_app.command("inspect")
+def lead_inspect_command(
+    lead_id: str = typer.Argument(..., metavar="ID", help="The lead's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """The lead, its contacts, suppression, next action, campaigns, open and recent touches, last events, and the
+    current fallback decision for each active step (decide_next_channel_for_lead)."""
+    from listener.lead import LeadError, inspect_lead
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    lead_uuid = _uuid_or_exit(lead_id, "ID")
+    try:
+        report = run_async(lambda: _on_conn(url, lambda conn: inspect_lead(conn, lead_uuid,
+                                                                           default_region=settings.default_region)))
+    except LeadError as exc:
+        fail(str(exc), 1)
+        raise
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return
+    render_lead(report)
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None else str(value)[:8]
+
+
+def _when(value: str | None) -> str:
+    return "-" if value is None else value.replace("T", " ")[:19]
+
+
+def render_lead(report: dict[str, Any]) -> None:
+    lead, contacts = report["lead"], report["contacts"]
+    console.print(f"[bold]lead[/] {lead['full_name'] or '(no name)'} · {lead['id']} · account "
+                  f"{lead['account_name']} · created {_when(lead['created_at'])}", highlight=False)
+    for kind in ("phone", "email"):
+        c = contacts[kind]
+        state = f"ok {c['normalised']}" if c["valid"] else f"unusable ({c['problem']})"
+        console.print(f"  {kind}: {c['raw'] or '-'} → {state}", highlight=False)
+    console.print(f"  first_name: {contacts['first_name'] or '-'} · company: {contacts['company_name'] or '-'} · "
+                  f"timezone: {contacts['timezone'] or '-'}", highlight=False)
+    sup = report["suppression"] or {}
+    suppressed = sup.get("is_unsubscribed") or sup.get("in_negative_cooldown")
+    console.print(f"[bold]suppression[/] {'SUPPRESSED (' + str(sup.get('reason')) + ')' if suppressed else 'none'}"
+                  f" · reactivation eligible at {_when(sup.get('reactivation_eligible_at'))}", highlight=False)
+    nxt = report["next_action"] or {}
+    console.print(f"[bold]next action[/] {nxt.get('recommended_action')} on {nxt.get('recommended_channel') or '-'}"
+                  f" in {nxt.get('recommended_delay_minutes')} min · priority {nxt.get('priority_score')}",
+                  highlight=False)
+    if report["campaigns"]:
+        table = Table(title="campaigns")
+        for col in ("campaign", "campaign status", "lead status", "step", "stop reason", "enrolled"):
+            table.add_column(col)
+        for c in report["campaigns"]:
+            table.add_row(f"{c['campaign_name']} ({_short(c['campaign_id'])})", c["campaign_status"], c["status"],
+                          f"{c['current_step']}/{c['steps']}", c["stop_reason"] or "", _when(c["enrolled_at"]))
+        console.print(table)
+    else:
+        console.print("[bold]campaigns[/] none")
+    for title, rows in (("open touches", report["open_touches"]), ("recent touches", report["recent_touches"])):
+        if not rows:
+            console.print(f"[bold]{title}[/] none")
+            continue
+        table = Table(title=title)
+        for col in ("touch", "campaign", "step", "channel", "status", "scheduled", "error"):
+            table.add_column(col)
+        for t in rows:
+            table.add_row(_short(t["id"]), _short(t["campaign_id"]), str(t["step"]), t["channel"], t["status"],
+                          _when(t["scheduled_at"]), (t.get("error") or "")[:60])
+        console.print(table)
+    if report["decisions"]:
+        table = Table(title="current fallback decision per active step")
+        for col in ("campaign", "step", "decision", "current", "next", "cooldown until", "stop reason", "skipped"):
+            table.add_column(col)
+        for d in report["decisions"]:
+            table.add_row(_short(d["campaign_id"]), str(d["step"]), d["decision"] or d.get("note", "-"),
+                          d["current_channel"] or "-", d["next_channel"] or "-", _when(d["cooldown_until"]),
+                          d["stop_reason"] or "", ",".join(d["skipped_channels"] or []))
+        console.print(table)
+    else:
+        console.print("[bold]current fallback decision per active step[/] no active step")
+    table = Table(title=f"last {len(report['events'])} events")
+    for col in ("at", "event", "channel", "direction", "source", "details"):
+        table.add_column(col)
+    for e in report["events"]:
+        p = e["payload"] or {}
+        details = " ".join(f"{k}={p[k]}" for k in ("decision", "next_channel", "error_code", "reason", "stop_reason")
+                           if p.get(k))
+        table.add_row(_when(e["created_at"]), e["event_type"], e["channel"] or "", e["direction"] or "",
+                      e["event_source"] or "", details)
+    console.print(table)
+
+
+@lead_app.command("enroll")
+def lead_enroll_command(
+    lead_id: str = typer.Argument(..., metavar="LEAD", help="The lead's id."),
+    campaign_id: str = typer.Argument(..., metavar="CAMPAIGN", help="The campaign's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Enroll a lead in a campaign (a campaign_leads row at the first step); the touch orchestrator creates its
+    first touch. An unknown id, a suppressed lead, an archived campaign or a lead already enrolled is an error."""
+    from listener.lead import LeadError, enroll_lead
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    lead_uuid = _uuid_or_exit(lead_id, "LEAD")
+    campaign_uuid = _uuid_or_exit(campaign_id, "CAMPAIGN")
+    try:
+        result = run_async(lambda: _on_conn(url, lambda conn: enroll_lead(conn, lead_uuid, campaign_uuid)))
+    except LeadError as exc:
+        fail(str(exc), 1)
+        raise
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+        return
+    step = result["first_step"] or {}
+    console.print(f"enrolled lead {result['lead_name'] or ''} ({result['lead_id']}) in campaign "
+                  f"{result['campaign_name']!r} ({result['campaign_id']}) at step {result['current_step']} · "
+                  f"campaign lead {result['campaign_lead_id']}", highlight=False)
+    paused = " (the campaign is paused: nothing is scheduled until it is active)" \
+        if result["campaign_status"] == "paused" else ""
+    console.print(f"the touch orchestrator creates its first touch on {step.get('primary_channel') or '?'}, due "
+                  f"{step.get('delay_minutes', 0):g} min after enrolment{paused}; "
+                  "`revenue-asi tick touch-orchestrator` does it now", highlight=False)
 
 
 def main() -> None:

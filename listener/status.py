@@ -28,10 +28,12 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
     events = {row["event_type"]: row["n"] for row in await conn.fetch(Q.status_events_last_hour)}
     queue = dict(await conn.fetchrow(Q.status_queue))
     failures = {row["error_code"]: row["n"] for row in await conn.fetch(Q.status_failures_last_hour)}
-    jobs = {
-        row["job"]: {k: _jsonable(v) for k, v in dict(row).items() if k != "job"}
-        for row in await conn.fetch(Q.status_last_job_runs)
-    }
+    from listener.jobs import JOBS
+
+    jobs: dict[str, Any] = {name: None for name in JOBS}  # None: never ran
+    for row in await conn.fetch(Q.status_last_job_runs):
+        jobs[row["job"]] = {k: _jsonable(v) for k, v in dict(row).items() if k != "job"}
+    cadences = await conn.fetchrow(Q.status_cadences)
     return {
         "database": {"reachable": True, "server_version": conn.get_server_version().major,
                      "schema_version": version["version"], "migrations": version["migrations"]},
@@ -42,4 +44,7 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "events_last_hour_total": sum(events.values()),
         "failures_last_hour": failures,
         "jobs": jobs,
+        "cadences": {"campaign_leads": cadences["campaign_leads"], "cooldown_timers": cadences["cooldown_timers"],
+                     "next_cooldown_at": _jsonable(cadences["next_cooldown_at"]),
+                     "next_scheduled_at": _jsonable(cadences["next_scheduled_at"])},
     }

@@ -105,3 +105,11 @@ with touch as (
   from touch t
 )
 select id, lead_id, channel, status, scheduled_at, step, idempotency_key from touch
+
+-- name: status_cadences
+-- For `revenue-asi status`: campaign leads by status, and the cooldown timers waiting.
+select coalesce((select jsonb_object_agg(status, n) from (select status, count(*)::bigint as n from campaign_leads
+                                                         group by status) s), '{}'::jsonb) as campaign_leads,
+       (select count(*) from pending_cooldowns)::bigint as cooldown_timers,
+       (select min(due_at) from pending_cooldowns) as next_cooldown_at,
+       (select min(scheduled_at) from touch_runs where status = 'scheduled' and scheduled_at > now()) as next_scheduled_at
