@@ -157,9 +157,8 @@ def render_status(status: dict[str, Any]) -> None:
 def _job_summary(stats: dict[str, Any]) -> str:
     if not isinstance(stats, dict):
         return str(stats)
-    if "skipped" in stats:
-        return f"skipped: {stats['skipped']}" if isinstance(stats["skipped"], str) else \
-            f"created {stats.get('created', 0)}, skipped {stats['skipped']}"
+    if isinstance(stats.get("skipped"), str):
+        return f"skipped: {stats['skipped']}"
     keys = ("candidates", "created", "queued", "scheduled", "skipped", "already_existed", "leases_expired",
             "due_touches")
     parts = [f"{k} {stats[k]}" for k in keys if k in stats]
@@ -198,7 +197,34 @@ def tick_command(
     if as_json:
         typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
-        console.print(f"[bold]{job}[/]{' (dry run)' if dry_run else ''}: {json.dumps(result, default=str)}")
+        render_tick(job, dry_run, result)
+
+
+def render_tick(job: str, dry_run: bool, result: dict[str, Any]) -> None:
+    label = f"[bold]{job}[/]" + (" (dry run: nothing written)" if dry_run else "")
+    if isinstance(result.get("skipped"), str):
+        console.print(f"{label}: skipped — {result['skipped']}", highlight=False)
+        return
+    if "touches" not in result:
+        console.print(f"{label}: {json.dumps(result, default=str)}", highlight=False)
+        return
+    verb = "would create" if dry_run else "created"
+    line = (f"{label}: {result['candidates']} candidate(s) · {verb} {result['created']} "
+            f"(queued {result['queued']}, scheduled {result['scheduled']})")
+    if "skipped" in result:
+        line += f" · skipped {result['skipped']}"
+    if result.get("already_existed"):
+        line += f" · already existed {result['already_existed']}"
+    console.print(line, highlight=False)
+    for t in result["touches"]:
+        where = f"campaign {t['campaign_id']} step {t['step']}" if t["campaign_id"] else f"reactivation step {t['step']}"
+        console.print(f"  {verb} {t['channel']:<8} {t['status']:<9} due {_when(t['scheduled_at'])} lead {t['lead_id']}"
+                      f" {where}", highlight=False)
+    for sk in result.get("skips", []):
+        console.print(f"  skipped  lead {sk['lead_id']} campaign {sk['campaign_id']} step {sk['step']}: {sk['reason']}",
+                      highlight=False)
+    if result["created"] > len(result["touches"]):
+        console.print(f"  … and {result['created'] - len(result['touches'])} more", highlight=False)
 
 
 def _uuid_or_exit(value: str, what: str) -> uuid.UUID:
