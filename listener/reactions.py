@@ -5,7 +5,7 @@ that takes its event_reactions row, so it happens exactly once even with many da
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -193,25 +193,32 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
     return stats
 
 
-async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
-    """Take and perform pending reactions until none are left."""
+async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
+                 act: Callable[[asyncpg.Connection, list[asyncpg.Record]], Awaitable[ReactionStats]]) -> ReactionStats:
+    """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left."""
     total = ReactionStats()
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            events = await conn.fetch(Q.take_reactions, batch)
-            if not events:
+            rows = await conn.fetch(take_query, batch)
+            if not rows:
                 return total
-            events = sorted(events, key=lambda e: e["created_at"])
-            total.add(await react_to_events(conn, events))
+            total.add(await act(conn, rows))
+
+
+async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
+    """Take and perform pending reactions until none are left."""
+
+    async def act(conn: asyncpg.Connection, events: list[asyncpg.Record]) -> ReactionStats:
+        return await react_to_events(conn, sorted(events, key=lambda e: e["created_at"]))
+
+    return await _drain(pool, Q.take_reactions, batch, act)
 
 
 async def drain_due_cooldowns(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
     """Re-decide keys whose cooldown has ended."""
-    total = ReactionStats()
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.take_due_cooldowns, batch)
-            if not rows:
-                return total
-            keys = [DecisionKey(r["lead_id"], r["campaign_id"], r["step"], r["latest_touch_id"]) for r in rows]
-            total.add(await decide_and_act(conn, keys))
+
+    async def act(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> ReactionStats:
+        keys = [DecisionKey(r["lead_id"], r["campaign_id"], r["step"], r["latest_touch_id"]) for r in rows]
+        return await decide_and_act(conn, keys)
+
+    return await _drain(pool, Q.take_due_cooldowns, batch, act)
