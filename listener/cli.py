@@ -503,6 +503,26 @@ def lead_enroll_command(
                   "`revenue-asi tick touch-orchestrator` does it now", highlight=False)
 
 
+@app.command("demo")
+def demo_command(
+    seconds: float = typer.Option(40.0, "--seconds", min=1, help="Stop after this long (sooner if every cadence ends)."),
+    leads: int = typer.Option(8, "--leads", min=1, max=200, help="How many leads the demo campaign has."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (the view goes "
+                                                      "to stderr)."),
+) -> None:
+    """The whole system live: embedded PostgreSQL (or DATABASE_URL), migrations, a fresh demo account on SANDBOX
+    providers (loopback fakes; some answers fail on purpose), a voice → whatsapp → sms → email campaign with
+    cooldowns of seconds and simulated replies, and the daemon running in this process."""
+    from listener.demo import run_demo
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    view_console = err_console if as_json else console
+    summary = run_async(lambda: run_demo(url, seconds=seconds, n_leads=leads, console=view_console))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
 def main() -> None:
     app()
 
