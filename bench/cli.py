@@ -34,6 +34,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
             "rate": 100.0 if quick else 200.0,
             "burst": args.burst if args.burst is not None else (5_000 if quick else 50_000),
             "scenario_s": 4.0 if quick else 10.0,
+            "only": tuple(args.scenarios) if args.scenarios else None,
         },
     }
 
@@ -87,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-seconds", type=float, help="limit: pgbench duration (default 10; --quick 3)")
     p.add_argument("--kills", type=int, help="chaos: SIGKILLs (default 10; --quick 3)")
     p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")
+    p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst"),
+                   help="chaos: run only these scenarios")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     return p
 

