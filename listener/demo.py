@@ -15,7 +15,6 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -471,7 +470,3 @@ async def _drive(conn: asyncpg.Connection, world: DemoWorld, daemon: Daemon, fak
     finally:
         if view is not None:
             view.__exit__(None, None, None)
-
-
-def demo_main(url_of: Callable[[], str], *, seconds: float, leads: int, console: Console) -> dict[str, Any]:
-    return asyncio.run(run_demo(url_of(), seconds=seconds, n_leads=leads, console=console))
