@@ -341,7 +341,7 @@ def render_replay(summary: dict[str, Any]) -> None:
                       f"after {item['because_of']}", highlight=False)
     table = Table(title="summary", show_header=False)
     table.add_column("what")
-    table.add_column("n", justify="right")
+    table.add_column("n")
     by_type = ", ".join(f"{k} {v}" for k, v in summary["by_event_type"].items()) or "-"
     decisions = ", ".join(f"{k} {v}" for k, v in summary["decisions"].items()) or "-"
     rows = [("events read", f"{summary['events_read']} ({by_type})"),
