@@ -31,9 +31,9 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "limit_seconds": args.limit_seconds if args.limit_seconds is not None else (3.0 if quick else 10.0),
         "chaos": {
             "kills": args.kills if args.kills is not None else (3 if quick else 10),
-            "rate": 100.0 if quick else 200.0,
+            "rate": args.chaos_rate if args.chaos_rate is not None else (100.0 if quick else 200.0),
             "burst": args.burst if args.burst is not None else (5_000 if quick else 50_000),
-            "scenario_s": 4.0 if quick else 10.0,
+            "scenario_s": args.scenario_seconds if args.scenario_seconds is not None else (4.0 if quick else 10.0),
             "only": tuple(args.scenarios) if args.scenarios else None,
         },
     }
@@ -61,8 +61,10 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             print(f"[bench] {name} …", file=sys.stderr, flush=True)
             result[name] = await steps[name]()
             result[name]["section_wall_s"] = round(time.perf_counter() - t, 1)
+            result[name]["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # other work on the machine shows here
             print(f"[bench] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
     result["meta"]["wall_s"] = round(time.perf_counter() - started, 1)
+    result["meta"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
@@ -72,6 +74,7 @@ def meta(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
         "quick": args.quick, "provider_delay_ms": args.delay_ms, "sizes": cfg,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -88,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-seconds", type=float, help="limit: pgbench duration (default 10; --quick 3)")
     p.add_argument("--kills", type=int, help="chaos: SIGKILLs (default 10; --quick 3)")
     p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")
+    p.add_argument("--chaos-rate", type=float, help="chaos: offered touches/s under load (default 200; --quick 100)")
+    p.add_argument("--scenario-seconds", type=float, help="chaos: seconds of load per scenario (default 10; --quick 4)")
     p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst"),
                    help="chaos: run only these scenarios")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")

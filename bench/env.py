@@ -124,6 +124,7 @@ class PgServer:
         with contextlib.suppress(Exception):
             pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "stop", "-m", "fast"), bin_path=pg.bin_path,
                    user=pg.system_user, timeout=60)
+        pg.cleanup_mode = None  # stopped above; the folder goes below
         with contextlib.suppress(Exception):
             self.server.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)

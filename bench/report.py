@@ -1,13 +1,99 @@
-"""The human-readable tables (stderr) beside the JSON (stdout)."""
+"""The human-readable tables printed beside the JSON."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in header]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([f"\n{title}", line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _latency(section: dict[str, Any]) -> str:
+    rows = [[r["offered_rate"], r["achieved_rate"], r["touches"], r["received"], r["p50_ms"], r["p90_ms"],
+             r["p99_ms"], r["max_ms"], r["ack"]["p50_ms"], r["ack"]["p99_ms"], r["sent_twice"]]
+            for r in section["rates"]]
+    return table("latency: commit → request at the fake provider (ms; 1 daemon; 'ack' = from the commit's "
+                 "acknowledgement)", ["offered/s", "achieved/s", "touches", "received", "p50", "p90", "p99", "max",
+                                      "ack p50", "ack p99", "sent twice"], rows)
+
+
+def _throughput(section: dict[str, Any]) -> str:
+    rows = [[r["daemons"], r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"], r["sent"],
+             r["sent_twice"]] for r in section["runs"]]
+    return table("throughput: drain of pre-inserted due touches, end to end incl. fallback decisions",
+                 ["daemons", "touches", "seconds", "touches/s", "all sent at s", "sent", "sent twice"], rows)
+
+
+def _scale(section: dict[str, Any]) -> str:
+    names = ["decide", "decide_keys_64", "claim_64", "send_contexts_64", "expire_leases_idle", "expire_leases_100"]
+    rows = [[s["touch_runs"], s["events"], *(s[n]["median_ms"] for n in names)] for s in section["sizes"]]
+    growth = section["growth"]["median_ratio"]
+    rows.append([f"× from {section['growth']['from']}", "", *(f"×{growth.get(n, '-')}" for n in names)])
+    return table("scale: median ms per call vs history size (decide = 1 key; *_64 = a batch of 64)",
+                 ["touch_runs", "events", *names], rows)
+
+
+def _peer(section: dict[str, Any]) -> str:
+    rows = [["ours (1 daemon)", section["ours"]["touches_per_s"], section["ours"]["seconds"]],
+            ["pgqueuer (1 worker)", section["pgqueuer"]["touches_per_s"], section["pgqueuer"]["seconds"]],
+            ["ratio ours / pgqueuer", section["ratio"], ""]]
+    return table(f"peer: drain of {section['touches']} touches, same server, same fake provider",
+                 ["consumer", "touches/s", "seconds"], rows)
+
+
+def _limit(section: dict[str, Any]) -> str:
+    one, batched = section["one_per_transaction"], section["batched"]
+    rows = [[one.get("tool"), f"claim 1 + complete 1 per transaction, {one.get('clients')} clients",
+             one.get("touches_per_s")],
+            [batched["tool"].split(" (")[0], f"claim {batched['batch']} + complete {batched['batch']}, "
+                                             f"{batched['clients']} clients", batched["touches_per_s"]]]
+    return table("limit: the database alone running our claim + complete SQL", ["tool", "what", "touches/s"], rows)
+
+
+def _chaos(section: dict[str, Any]) -> str:
+    rows = []
+    for s in section["scenarios"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["failed_by_reason"].items())) or "-"
+        notes = {k: s[k] for k in ("kills", "restart_s", "daemons", "fault_rate", "burst", "drain_s",
+                                   "daemons_died") if k in s and s[k] not in (None, 0)}
+        rows.append([s["scenario"], s["offered"], s["sent"], s["failed"], reasons, s["canceled"], s["lost"],
+                     s["sent_twice"], s["sent_not_received"],
+                     " ".join(f"{k}={v}" for k, v in notes.items())])
+    verdict = "OK: 0 lost, 0 sent twice" if section["ok"] else "FAILED: see lost / sent twice"
+    return table(f"chaos ({verdict})", ["scenario", "offered", "sent", "failed", "failed by reason", "canceled",
+                                        "lost", "sent twice", "sent∉fake", "notes"], rows)
+
+
+RENDER = {"latency": _latency, "throughput": _throughput, "scale": _scale, "peer": _peer, "limit": _limit,
+          "chaos": _chaos}
+
+
 def render(result: dict[str, Any]) -> str:
-    return ""
+    parts = [RENDER[name](result[name]) for name in RENDER if name in result]
+    meta = result.get("meta", {})
+    pg = meta.get("postgres", {})
+    parts.append(f"\nPostgreSQL {pg.get('server_version')} fsync={pg.get('fsync')} "
+                 f"synchronous_commit={pg.get('synchronous_commit')} · {meta.get('machine', {}).get('cpus')} CPUs · "
+                 f"fake provider delay {meta.get('provider_delay_ms')} ms · {meta.get('wall_s')} s")
+    return "\n".join(parts) + "\n"
 
 
 def ok(result: dict[str, Any]) -> bool:
-    return True
+    """Correctness only (never timing): nothing sent twice, nothing lost."""
+    good = True
+    if "chaos" in result:
+        good &= bool(result["chaos"]["ok"])
+    for r in result.get("latency", {}).get("rates", []):
+        good &= r["sent_twice"] == 0 and r["missing"] == 0
+    for r in result.get("throughput", {}).get("runs", []):
+        good &= r["sent_twice"] == 0 and r["sent"] == r["touches"]
+    return good

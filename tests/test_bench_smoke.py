@@ -1,0 +1,88 @@
+"""Smoke runs of the benchmark and of the chaos harness (issue 6), as a user runs them: `python -m bench …` in a
+subprocess, tiny sizes. They assert the JSON has every field and that chaos lost nothing and sent nothing twice —
+never a timing threshold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bench(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, "-m", "bench", *args, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stderr[-4000:]}"
+    result = json.loads(out.read_text())
+    assert json.loads(done.stdout) == result  # the same JSON on stdout
+    return result
+
+
+def has(mapping: dict, *keys: str) -> None:
+    missing = [k for k in keys if k not in mapping]
+    assert not missing, f"missing {missing} in {sorted(mapping)}"
+
+
+@pytest.mark.timeout(300)
+def test_bench_all_quick_has_every_field(tmp_path):
+    result = run_bench(tmp_path, "all", "--quick", "--rates", "50", "200", "--duration", "1", "--touches", "200",
+                       "--scale-sizes", "1000", "5000", "--limit-seconds", "1")
+    has(result, "meta", "latency", "throughput", "scale", "peer", "limit")
+    has(result["meta"], "command", "postgres", "machine", "sizes", "wall_s")
+    assert result["meta"]["postgres"]["fsync"] == "on" and result["meta"]["postgres"]["synchronous_commit"] == "on"
+
+    rates = result["latency"]["rates"]
+    assert [r["offered_rate"] for r in rates] == [50.0, 200.0]
+    for r in rates:
+        has(r, "achieved_rate", "touches", "received", "missing", "sent_twice", "p50_ms", "p90_ms", "p99_ms",
+            "max_ms", "ack")
+        assert r["received"] == r["touches"] and r["missing"] == 0 and r["sent_twice"] == 0
+
+    runs = result["throughput"]["runs"]
+    assert [r["daemons"] for r in runs] == [1, 2]
+    for r in runs:
+        has(r, "touches", "seconds", "touches_per_s", "send_phase_s", "sent", "requests", "sent_twice")
+        assert r["sent"] == r["touches"] == 200 and r["sent_twice"] == 0
+
+    sizes = result["scale"]["sizes"]
+    assert len(sizes) == 2
+    for s in sizes:
+        has(s, "touch_runs", "events", "decide", "decide_keys_64", "claim_64", "send_contexts_64",
+            "expire_leases_idle", "expire_leases_100")
+        has(s["decide"], "median_ms", "p90_ms", "per_touch_ms")
+    has(result["scale"]["growth"], "from", "to", "median_ratio")
+
+    peer = result["peer"]
+    has(peer, "ours", "pgqueuer", "ratio")
+    has(peer["pgqueuer"], "touches_per_s", "seconds", "sent", "sent_twice", "settings")
+    assert peer["pgqueuer"]["sent"] == 200 and peer["pgqueuer"]["sent_twice"] == 0
+    assert peer["ratio"] > 0
+
+    limit = result["limit"]
+    has(limit, "one_per_transaction", "batched")
+    has(limit["one_per_transaction"], "tool", "touches_per_s")
+    has(limit["batched"], "tool", "touches_per_s", "batch")
+
+
+@pytest.mark.timeout(300)
+def test_chaos_quick_loses_nothing_and_sends_nothing_twice(tmp_path):
+    result = run_bench(tmp_path, "chaos", "--quick", "--kills", "2", "--burst", "500", "--chaos-rate", "50",
+                       "--scenario-seconds", "2")
+    chaos = result["chaos"]
+    assert [s["scenario"] for s in chaos["scenarios"]] == ["sigkill", "pg_restart", "race", "faults", "burst"]
+    for s in chaos["scenarios"]:
+        has(s, "offered", "sent", "failed", "failed_by_reason", "canceled", "lost", "sent_twice", "sent_not_received")
+        assert s["offered"] > 0
+        assert s["lost"] == 0, s
+        assert s["sent_twice"] == 0, s
+        assert s["sent_not_received"] == 0, s
+        assert s["sent"] + s["failed"] + s["canceled"] == s["offered"]
+    assert chaos["ok"] is True
+    kills = next(s for s in chaos["scenarios"] if s["scenario"] == "sigkill")
+    assert kills["kills"] == 2
