@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from listener import metrics
 from listener.database import connect, create_pool, migrate
 from listener.dispatcher import Dispatcher
 from listener.notifier import Notifier
@@ -94,6 +95,7 @@ class Daemon:
         pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs)
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size)
         self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id)
+        metrics.serve(self.settings.metrics_port)
         missing = unconfigured_channels(self.settings)
         if missing:
             log.warning("no provider credentials for: %s — their touches will fail as provider_not_configured",
@@ -154,8 +156,10 @@ class Daemon:
 
     async def _run_batch(self, ids: list[uuid.UUID], claimed_at: float) -> None:
         assert self.dispatcher is not None
+        metrics.IN_FLIGHT.inc(len(ids))
         try:
-            await self.dispatcher.process(ids, claimed_at, self.stop.is_set)
+            outcomes = await self.dispatcher.process(ids, claimed_at, self.stop.is_set)
+            metrics.count_outcomes((o.status, o.event_payload.get("error_code")) for o in outcomes)
         except DB_ERRORS as exc:
             # The send transaction rolled back; its touches stay leased and the sweep fails them as
             # outcome_unknown when the lease ends (a provider may already have them: never re-send).
@@ -163,6 +167,7 @@ class Daemon:
         except Exception:
             log.exception("send batch of %d failed", len(ids))
         finally:
+            metrics.IN_FLIGHT.dec(len(ids))
             self.inflight -= len(ids)
             task = asyncio.current_task()
             if task is not None:
@@ -175,8 +180,9 @@ class Daemon:
         while not self.stop.is_set():
             self.event_wake.clear()
             try:
-                self.reactions.add(await drain_reactions(self.pool))
-                self.reactions.add(await drain_due_cooldowns(self.pool))
+                for stats in (await drain_reactions(self.pool), await drain_due_cooldowns(self.pool)):
+                    self.reactions.add(stats)
+                    metrics.count_decisions(stats.decisions)
                 async with self.pool.acquire() as conn:
                     next_at = await conn.fetchval(Q.next_cooldown_due)
                 delay = _seconds_until(next_at, self.settings.sweep_interval_s)

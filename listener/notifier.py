@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import asyncpg
 
+from listener import metrics
+
 log = logging.getLogger(__name__)
 
 CHANNELS = ("touch_runs", "core_memory_events")
@@ -41,6 +43,7 @@ class Notifier:
                     await listening.add_listener(channel, self._notified)
                 if not first:
                     self.reconnects += 1
+                    metrics.RECONNECTS.inc()
                     log.info("LISTEN connection re-established; catching up")
                 first = False
                 backoff = 0.1

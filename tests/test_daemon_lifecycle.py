@@ -72,3 +72,33 @@ async def test_a_restarted_daemon_catches_up_on_what_arrived_while_it_was_down(d
             second.send_signal(signal.SIGTERM)
             await asyncio.wait_for(second.communicate(), timeout=30)
         assert len(fake.requests) == 4
+
+
+async def test_metrics_are_served_when_a_port_is_set(db, db_url, unused_tcp_port):
+    import httpx
+
+    from tests.harness import daemon_settings, running_daemon, wait_terminal
+
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+
+    def sent_count(text: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith('revenue_asi_touches_total{outcome="sent"}'))
+        return float(line.split()[-1])
+
+    async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake, metrics_port=unused_tcp_port)):
+        async with httpx.AsyncClient() as client:
+            touch_id = await factories.touch(db, account_id, lead_id)
+            await wait_terminal(db_url, touch_id)
+            await wait_until(db_url, "select count(*) > 0 from core_memory_events where event_type = 'touch_sent'")
+            before_second = sent_count((await client.get(f"http://127.0.0.1:{unused_tcp_port}/metrics")).text)
+            second = await factories.touch(db, account_id, lead_id)
+            await wait_terminal(db_url, second)
+            # the counter moves just after the commit the status is read from; no event marks it, so poll briefly
+            for _ in range(100):
+                text = (await client.get(f"http://127.0.0.1:{unused_tcp_port}/metrics")).text
+                if sent_count(text) > before_second:
+                    break
+                await asyncio.sleep(0.02)
+    assert sent_count(text) == before_second + 1
+    assert "revenue_asi_sends_in_flight" in text
