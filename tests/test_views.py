@@ -403,3 +403,11 @@ async def test_one_row_per_lead(db, account_id):
         await factories.event(db, lead_id, "reply_negative", created_ago_s=40 * DAY)
     rows = await db.fetch("select lead_id from lead_next_action_view_v5")
     assert sorted(r["lead_id"] for r in rows) == sorted(leads)
+
+
+async def test_a_lead_whose_only_attempts_failed_counts_as_touched(db):
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    await factories.event(db, lead_id, "touch_failed", direction="outbound", created_ago_s=50 * 86400)
+    action = await db.fetchval("select recommended_action from lead_next_action_view_v5 where lead_id = $1", lead_id)
+    assert action == "reactivate"

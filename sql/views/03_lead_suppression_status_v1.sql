@@ -27,5 +27,5 @@ left join lateral (
 left join lateral (
   select max(e.created_at) as last_outbound_at
   from core_memory_events e
-  where e.lead_id = l.id and e.event_type = 'touch_sent'
+  where e.lead_id = l.id and e.event_type in ('touch_sent', 'touch_failed')
 ) o on true;

@@ -5,7 +5,7 @@
 --              or touched within the last 45 days with nothing open (delay = minutes until reactivation)
 --   send       open touches or an active campaign (delay = minutes until the next open touch is due),
 --              or never touched at all
---   reactivate touched before, nothing open, no active campaign, last outbound older than 45 days
+--   reactivate touched before (a touch_sent or touch_failed), nothing open, no active campaign, last outbound older than 45 days
 -- priority_score = sum(score_delta) + recency (30 points fading one a day since the last event).
 create or replace view lead_next_action_view_v5 as
 with facts as (
@@ -35,7 +35,7 @@ with facts as (
     select
       coalesce(sum(e.score_delta), 0)                                              as score_sum,
       max(e.created_at)                                                            as last_event_at,
-      max(e.created_at) filter (where e.event_type = 'touch_sent')                 as last_outbound_at,
+      max(e.created_at) filter (where e.event_type in ('touch_sent', 'touch_failed')) as last_outbound_at,
       max(e.created_at) filter (where e.event_type = 'reply_negative')             as last_negative_at,
       (array_agg(e.channel order by e.created_at desc)
          filter (where e.event_type = 'touch_sent'))[1]                            as last_outbound_channel,
