@@ -131,19 +131,21 @@ async def _end_step(conn: asyncpg.Connection, key: DecisionKey, stop_reason: str
             stats.touches_created += 1 if created else 0
         return
     reason = stop_reason or "stop"
-    for stopped in await conn.fetch(Q.stop_campaign_leads, key.lead_id, [key.campaign_id], reason):
+    for stopped in await conn.fetch(Q.stop_campaign_leads, key.lead_id, [key.campaign_id], reason, None):
         stats.cadences_stopped += 1
         cadence_events.append({"event_type": "cadence_stopped", "lead_id": str(key.lead_id),
                                "campaign_id": str(stopped["campaign_id"]), "step": stopped["current_step"],
                                "campaign_lead_id": str(stopped["id"]), "reason": reason})
 
 
-async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id: UUID, event_type: str) -> ReactionStats:
-    """Cancel the lead's open touches this event stops and stop its campaign leads (SPEC §8)."""
+async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id: UUID, event_type: str,
+                              event_at: datetime) -> ReactionStats:
+    """Cancel the lead's open touches this event stops and stop its campaign leads (SPEC §8). Suppression stops
+    everything; another stop event only what had begun before it (it may be handled late, after downtime)."""
     stats = ReactionStats()
     suppression = event_type in SUPPRESSION_EVENTS
     reason = f"suppressed:{event_type}" if suppression else f"stop_event:{event_type}"
-    canceled = await conn.fetch(Q.cancel_open_touches, lead_id, event_type, reason, suppression, event_id)
+    canceled = await conn.fetch(Q.cancel_open_touches, lead_id, event_type, reason, suppression, event_id, event_at)
     stats.touches_canceled += len(canceled)
     if suppression or event_type in DEFAULT_STOP_EVENTS:
         campaigns: list[UUID] | None = None  # all of the lead's campaign leads
@@ -152,7 +154,8 @@ async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id:
         if not campaigns:
             return stats
     cadence_events = []
-    for stopped in await conn.fetch(Q.stop_campaign_leads, lead_id, campaigns, event_type):
+    enrolled_before = None if suppression else event_at
+    for stopped in await conn.fetch(Q.stop_campaign_leads, lead_id, campaigns, event_type, enrolled_before):
         stats.cadences_stopped += 1
         cadence_events.append({"event_type": "cadence_stopped", "lead_id": str(lead_id),
                                "campaign_id": str(stopped["campaign_id"]), "step": stopped["current_step"],
@@ -172,7 +175,8 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
         if event["event_type"] in TOUCH_OUTCOMES:
             outcome_events.append(event)
         else:
-            stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"]))
+            stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
+                                                event["created_at"]))
     touch_ids: list[UUID] = []
     for event in outcome_events:
         try:

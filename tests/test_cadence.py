@@ -176,3 +176,15 @@ async def test_stop_event_waits_for_an_in_flight_send_so_nothing_is_sent_after_i
         later = await factories.touch(db, account_id, lead_id)
         assert (await wait_terminal(db_url, later))["status"] == "canceled"
         assert len(fake.requests) == 1
+
+
+async def test_a_stop_event_handled_late_spares_cadences_begun_after_it(db, db_url):
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    before = await factories.touch(db, account_id, lead_id, step=1, status="scheduled", scheduled_in_s=3600)
+    await factories.event(db, lead_id, "reply_positive")  # no daemon runs: the reaction waits in event_reactions
+    after = await factories.touch(db, account_id, lead_id, step=2)  # a cadence begun after the reply
+    async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake)):
+        assert (await wait_terminal(db_url, before))["status"] == "canceled"
+        assert (await wait_terminal(db_url, after))["status"] == "sent"
+        assert len(fake.requests) == 1

@@ -80,22 +80,28 @@ where c.id = cl.id
 returning c.id, c.campaign_id, c.lead_id, c.status, c.current_step, cl.next_step
 
 -- name: stop_campaign_leads
--- Stop events and suppression: every active (or paused) campaign lead of the lead, or of the given campaigns.
+-- Stop events and suppression: every active (or paused) campaign lead of the lead, or of the given campaigns;
+-- $4, when set, spares enrolments made after the stop event (a late reaction must not stop a newer cadence).
 update campaign_leads
 set status = 'stopped', stop_reason = $3, updated_at = now()
 where lead_id = $1 and status in ('active', 'paused') and ($2::uuid[] is null or campaign_id = any($2::uuid[]))
+  and ($4::timestamptz is null or enrolled_at <= $4)
 returning id, campaign_id, lead_id, current_step
 
 -- name: cancel_open_touches
--- Open touches of a lead that this event stops: all of them for suppression, else those whose plan lists it.
+-- Open touches of a lead that this event stops: all of them for suppression, else those whose plan lists it and
+-- whose cadence (lead, campaign, step) began before the event ($6) — as the dispatcher's re-check reads it.
 with canceled as (
   update touch_runs t
   set status = 'canceled', error = 'canceled: ' || $3, locked_by = null, locked_until = null, updated_at = now()
   where t.lead_id = $1 and t.status in ('queued', 'scheduled')
-    and ($4 or $2 = any(
+    and ($4 or ($2 = any(
           case when jsonb_typeof(t.payload -> 'routing' -> 'stop_on_events') = 'array'
                then array(select jsonb_array_elements_text(t.payload -> 'routing' -> 'stop_on_events'))
-               else array['reply_positive', 'appointment_booked', 'do_not_contact'] end))
+               else array['reply_positive', 'appointment_booked', 'do_not_contact'] end)
+         and (select min(k.created_at) from touch_runs k
+              where k.lead_id = t.lead_id and k.campaign_id is not distinct from t.campaign_id
+                and k.step = t.step) <= $6))
   returning t.id, t.lead_id, t.channel, t.campaign_id, t.step
 )
 insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
