@@ -15,6 +15,7 @@ a transaction that is rolled back, so it reports exactly what a real run would c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,16 +91,8 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
     skipped_by_reason: dict[str, int] = {}
     for s in skipped:
         skipped_by_reason[s["reason"]] = skipped_by_reason.get(s["reason"], 0) + 1
-    by_channel: dict[str, int] = {}
-    for row in created:
-        by_channel[row["channel"]] = by_channel.get(row["channel"], 0) + 1
     return {
-        "candidates": len(candidates),
-        "created": len(created),
-        "queued": sum(1 for r in created if r["status"] == "queued"),
-        "scheduled": sum(1 for r in created if r["status"] == "scheduled"),
-        "created_by_channel": by_channel,
-        "already_existed": existed,
+        **_created_summary(len(candidates), created, existed),
         "skipped": len(skipped),
         "skipped_by_reason": skipped_by_reason,
         "touches": [_touch_item(r) for r in created[:MAX_LISTED]],
@@ -185,16 +178,8 @@ async def orchestrate_reactivations(conn: asyncpg.Connection, limit: int | None)
             existed += 1
         else:
             created.append(row)
-    by_channel: dict[str, int] = {}
-    for row in created:
-        by_channel[row["channel"]] = by_channel.get(row["channel"], 0) + 1
     return {
-        "candidates": len(candidates),
-        "created": len(created),
-        "queued": sum(1 for r in created if r["status"] == "queued"),
-        "scheduled": sum(1 for r in created if r["status"] == "scheduled"),
-        "created_by_channel": by_channel,
-        "already_existed": existed,
+        **_created_summary(len(candidates), created, existed),
         "window_start": window.date().isoformat(),
         "touches": [_touch_item({**dict(r), "campaign_id": None}) for r in created[:MAX_LISTED]],
     }
@@ -204,3 +189,18 @@ async def reactivation_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool
                            limit: int | None) -> dict[str, Any]:
     return await _in_locked_transaction(pool, REACTIVATION, dry_run,
                                         lambda conn: orchestrate_reactivations(conn, limit))
+
+
+def _created_summary(candidates: int, created: Sequence[Any], existed: int) -> dict[str, Any]:
+    """The counts both orchestrators report: candidates, touches created (queued / scheduled, by channel)."""
+    by_channel: dict[str, int] = {}
+    for row in created:
+        by_channel[row["channel"]] = by_channel.get(row["channel"], 0) + 1
+    return {
+        "candidates": candidates,
+        "created": len(created),
+        "queued": sum(1 for r in created if r["status"] == "queued"),
+        "scheduled": sum(1 for r in created if r["status"] == "scheduled"),
+        "created_by_channel": by_channel,
+        "already_existed": existed,
+    }
