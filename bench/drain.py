@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bench.env import DaemonProcess, Env
+from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, duplicates, outcomes, wait_drained
 from listener.database import connect
 
@@ -41,8 +41,11 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
     try:
         await warm_up(env, workload, WARMUP_PER_DAEMON * daemons)
         await env.sandbox.reset()
+        meter = CpuMeter(env, procs)
+        meter.start()
         _, insert_s, committed = await workload.burst(n)
         done = await wait_drained(url, timeout=max(120.0, n / 100))
+        cpu = meter.stop()
         requests = await env.sandbox.requests()
         conn = await connect(url)
         try:
@@ -62,6 +65,8 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         "touches_per_s": round(n / seconds, 1), "send_phase_s": round(send_seconds, 3),
         "sent": counts["by_status"].get("sent", 0) - WARMUP_PER_DAEMON * daemons, "requests": len(requests), "sent_twice": len(dups),
         "outcomes": counts,
+        "cpu_s": cpu, "cpu_us_per_touch": {k: round(v / n * 1e6) for k, v in cpu.items()},
+        "settings": dict(settings or {}),
     }
 
 

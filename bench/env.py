@@ -296,5 +296,51 @@ class Env:
                 self.daemons.remove(d)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) used by the daemons, the sandbox and PostgreSQL (every backend of the server)
+    between ``start`` and ``stop``: what the machine spent per touch, which contention from other work does not
+    change much, unlike wall-clock rates."""
+
+    def __init__(self, env: Env, daemons: Sequence[Process], extra: Mapping[str, Process] | None = None) -> None:
+        import psutil
+
+        assert env.pg is not None and env.sandbox.process is not None
+        self._psutil = psutil
+        self.groups: dict[str, list[int]] = {"daemons": [d.pid for d in daemons],
+                                             "sandbox": [env.sandbox.process.pid]}
+        for name, proc in (extra or {}).items():
+            self.groups[name] = [proc.pid]
+        self.postmaster = env.pg.server.get_pid()
+        self._start: dict[int, float] = {}
+
+    def _cpu(self, pid: int) -> float | None:
+        try:
+            t = self._psutil.Process(pid).cpu_times()
+            return float(t.user + t.system)
+        except self._psutil.Error:
+            return None
+
+    def _pids(self) -> dict[str, list[int]]:
+        try:
+            backends = [p.pid for p in self._psutil.Process(self.postmaster).children(recursive=True)]
+        except self._psutil.Error:
+            backends = []
+        return {**self.groups, "postgres": backends}
+
+    def start(self) -> None:
+        self._start = {pid: c for pids in self._pids().values() for pid in pids if (c := self._cpu(pid)) is not None}
+
+    def stop(self) -> dict[str, float]:
+        out = {}
+        for name, pids in self._pids().items():
+            total = 0.0
+            for pid in pids:
+                now = self._cpu(pid)
+                if now is not None and pid in self._start:
+                    total += now - self._start[pid]
+            out[name] = round(total, 2)
+        return out
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=False, default=str)
