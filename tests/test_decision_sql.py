@@ -562,6 +562,12 @@ async def test_decision_reads_only_the_leads_rows(db, acct, lead):
     used = _check_plan(plan_json)
     assert {"touch_runs_lead_key", "core_memory_events_touch_run", "core_memory_events_lead"} <= used
 
+    # many keys at once (the daemon's batch form)
+    others = [r["lead_id"] for r in await db.fetch("select lead_id from touch_runs where lead_id <> $1 limit 20", lead)]
+    plan_json = await db.fetchval("explain (format json) " + Q.decide_for_keys,
+                                  [lead, *others], [None] * (1 + len(others)), [1] * (1 + len(others)), T0)
+    assert {"touch_runs_lead_key", "core_memory_events_touch_run"} <= _check_plan(plan_json)
+
     # generic plan (what a prepared statement ends up with), for both key forms
     await db.execute("prepare decide_q(uuid, uuid, int, timestamptz) as "
                      "select * from decide_next_channel_for_lead($1, $2, $3, $4)")
@@ -604,3 +610,21 @@ async def test_no_seq_scan_happens(db, acct, lead):
     await db.fetch("select * from decide_next_channel_for_lead($1, null, 1, $2) -- not a cached plan", lead, T0)
     await db.execute("reset enable_indexscan; reset enable_bitmapscan")
     assert await snapshot() != before
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"])
+async def test_session_time_zone_changes_nothing(db, acct, lead, tz):
+    """Across a daylight-saving change in the session's zone: the 30-day window is 720 hours, timestamps in the
+    channels JSON carry their offset, so SQL and Python still agree to the microsecond."""
+    await db.execute(f"set timezone = '{tz}'")
+    start = datetime(2026, 3, 20, 12, tzinfo=UTC)  # New York moved its clocks on 8 March, Lord Howe moves in April
+    t = await touch_at(db, acct, lead, start, payload=factories.payload(
+        "sms", plan=plan(["sms", "email"], {"sms": 3}, {"sms": 0.05}), expires_at="2026-04-30T00:00:00+05:45"))
+    await attempt(db, lead, t, start)
+    await event_at(db, lead, "reply_negative", start - timedelta(days=30) + timedelta(minutes=1))
+    d = await both(db, lead, start)
+    assert d.stop_reason == "suppressed:reply_negative"
+    d = await both(db, lead, start + timedelta(minutes=1))
+    assert (d.decision, d.channels[0].cooldown_until) == ("retry_same_channel", start + timedelta(seconds=3))
+    d = await both(db, lead, datetime(2026, 4, 29, 18, 15, 0, 1, tzinfo=UTC))
+    assert d.stop_reason == "expired"
