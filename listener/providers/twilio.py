@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from twilio.twiml.voice_response import VoiceResponse
@@ -21,6 +21,7 @@ from listener.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
 
 WHATSAPP_PREFIX = "whatsapp:"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 TWILIO_RATE_LIMIT_CODE = 20429
 
 # <Say> wants a locale; a bare language gets its most common one. Values with a region pass through.
@@ -130,16 +131,20 @@ class TwilioProvider:
 
     async def send(self, message: OutboundMessage, *, deadline: float) -> SendResult:
         url, form = self.request_for(message)
+        # The bytes aiohttp's FormData would send (urlencoded UTF-8), built once here instead of by FormData on
+        # every request: the same request on the wire, less CPU on the hot path (docs/performance.md).
+        body = urlencode(form, doseq=True).encode()
 
         async def attempt(timeout: float) -> SendResult:
-            return await self._post(url, form, timeout)
+            return await self._post(url, body, timeout)
 
         return await send_with_retries(attempt, deadline=deadline, timeout_s=self._timeout_s)
 
-    async def _post(self, url: str, form: dict[str, str], timeout: float) -> SendResult:
+    async def _post(self, url: str, body: bytes, timeout: float) -> SendResult:
         session = self._get_session()
+        payload = aiohttp.BytesPayload(body, content_type=FORM_CONTENT_TYPE)
         try:
-            async with session.post(url, data=form, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            async with session.post(url, data=payload, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
