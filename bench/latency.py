@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from bench.drain import start_daemons, warm_up
-from bench.env import Env
+from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
 
 GENERATOR_CONNECTIONS = 8
@@ -52,11 +52,14 @@ async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: f
     return out
 
 
-async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: float, duration: float
-                       ) -> dict[str, Any]:
+async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: float, duration: float,
+                       daemons: list[DaemonProcess]) -> dict[str, Any]:
     await env.sandbox.reset()
+    meter = CpuMeter(env, daemons)
+    meter.start()
     offered = await offer(pool, workload, rate, duration)
     done = await wait_drained(workload.url, timeout=120)
+    cpu = meter.stop()
     requests = await env.sandbox.requests()
     receipts = first_receipts(requests)
     from_insert, from_ack = [], []
@@ -77,6 +80,7 @@ async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: f
         "drained": done["reacted_at"] is not None,
         **summary_ms(from_insert),
         "ack": summary_ms(from_ack),
+        "cpu_us_per_touch": {k: round(v / max(1, len(offered)) * 1e6) for k, v in cpu.items()},
     }
 
 
@@ -90,7 +94,7 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
     pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
     try:
         await warm_up(env, workload, 100)
-        results = [await measure_rate(env, workload, pool, rate, duration) for rate in rates]
+        results = [await measure_rate(env, workload, pool, rate, duration, daemons) for rate in rates]
     finally:
         await pool.close()
         await env.stop_daemons(daemons)
