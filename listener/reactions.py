@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from listener.decision import decision_from_row
 from listener.payload import DEFAULT_STOP_EVENTS
 from listener.queries import Q
 
@@ -56,17 +57,13 @@ class ReactionStats:
                 "steps_advanced": self.steps_advanced}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def decision_event(row: asyncpg.Record, trigger_event_id: UUID | None) -> dict[str, Any]:
+    """The fallback_decision event payload: the decision (listener.decision's form) and the key it is for."""
     return {
-        "touch_run_id": str(row["latest_touch_id"]), "lead_id": str(row["lead_id"]),
-        "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None, "step": row["step"],
-        "decision": row["decision"], "current_channel": row["current_channel"], "next_channel": row["next_channel"],
-        "cooldown_until": _iso(row["cooldown_until"]), "stop_reason": row["stop_reason"],
-        "skipped_channels": list(row["skipped_channels"] or []), "channels": row["channels"],
+        **decision_from_row(row).event_payload(),
+        "lead_id": str(row["lead_id"]),
+        "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None,
+        "step": row["step"],
         "trigger_event_id": str(trigger_event_id) if trigger_event_id else None,
     }
 
@@ -78,8 +75,8 @@ async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
     if not keys:
         return stats
     triggers = list(trigger_events) if trigger_events is not None else [None] * len(keys)
-    rows = await conn.fetch(Q.decide_keys, [k.lead_id for k in keys], [k.campaign_id for k in keys],
-                            [k.step for k in keys])
+    rows = await conn.fetch(Q.decide_for_keys, [k.lead_id for k in keys], [k.campaign_id for k in keys],
+                            [k.step for k in keys], None)
     by_key = {(r["lead_id"], r["campaign_id"], r["step"]): r for r in rows}
     events: list[dict[str, Any]] = []
     follow_ups: list[tuple[UUID, str]] = []

@@ -8,13 +8,14 @@ select d.decision, d.current_channel, d.next_channel, d.cooldown_until, d.stop_r
 from decide_next_channel_for_lead($1::uuid, $2::uuid, $3::int, $4::timestamptz) d
 
 -- name: decide_for_keys
--- Many keys in one round trip: parallel arrays of lead ids, campaign ids (null allowed) and steps, decided at $4.
+-- Many keys in one round trip: parallel arrays of lead ids, campaign ids (null allowed) and steps, decided at $4
+-- (null = the transaction's now(), as the daemon's reactions decide).
 -- Keys without a touch give no row; rows come back in the order of the arrays.
 select k.lead_id, k.campaign_id, k.step,
        d.decision, d.current_channel, d.next_channel, d.cooldown_until, d.stop_reason, d.skipped_channels,
        d.latest_touch_id, d.cadence_started_at, d.channels
 from unnest($1::uuid[], $2::uuid[], $3::int[]) with ordinality as k(lead_id, campaign_id, step, ord)
-cross join lateral decide_next_channel_for_lead(k.lead_id, k.campaign_id, k.step, $4::timestamptz) d
+cross join lateral decide_next_channel_for_lead(k.lead_id, k.campaign_id, k.step, coalesce($4::timestamptz, now())) d
 order by k.ord
 
 -- name: decision_inputs_for_key

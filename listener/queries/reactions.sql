@@ -20,11 +20,6 @@ select t.id as touch_run_id, t.lead_id, t.campaign_id, t.step,
 from touch_runs t
 where t.id = any($1::uuid[])
 
--- name: decide_keys
-select k.lead_id, k.campaign_id, k.step, d.*
-from unnest($1::uuid[], $2::uuid[], $3::int[]) as k(lead_id, campaign_id, step)
-cross join lateral decide_next_channel_for_lead(k.lead_id, k.campaign_id, k.step, now()) d
-
 -- name: insert_follow_up_touches
 -- retry_same_channel / switch_channel: the newest touch again, on next_channel, due now. The idempotency key
 -- next:<previous touch id> makes a replayed decision create nothing new.
