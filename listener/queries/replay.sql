@@ -30,7 +30,7 @@ delete from event_reactions where event_id = $1 returning event_id
 -- within 30 days. $1 lead, $2 the event's created_at, $3 its type.
 select case
   when $3::text in ('unsubscribe', 'do_not_contact') then false
-  when $3::text = 'reply_negative' and $2::timestamptz > now() - interval '30 days' then false
+  when $3::text = 'reply_negative' and $2::timestamptz > now() - interval '720 hours' then false
   else exists (select 1 from touch_runs t
                where t.lead_id = $1 and t.status in ('queued', 'scheduled') and t.created_at > $2::timestamptz)
     or exists (select 1 from campaign_leads cl

@@ -1,17 +1,18 @@
--- Suppression (SPEC §8): unsubscribe / do_not_contact ever; reply_negative within 30 days.
+-- Suppression (SPEC §8): unsubscribe / do_not_contact ever; reply_negative within 30 days (720 hours, as the
+-- decision function counts them: interval '30 days' would follow daylight saving in the session time zone).
 -- reactivation_eligible_at: when the brain may reach out again (null = never, for unsubscribed leads).
 create or replace view lead_suppression_status_v1 as
 select
   l.id as lead_id,
   (s.unsubscribed_at is not null)                                        as is_unsubscribed,
-  coalesce(s.last_negative_at > now() - interval '30 days', false)       as in_negative_cooldown,
+  coalesce(s.last_negative_at > now() - interval '720 hours', false)       as in_negative_cooldown,
   case
     when s.unsubscribed_at is not null then null
-    else greatest(s.last_negative_at + interval '30 days', o.last_outbound_at + interval '45 days')
+    else greatest(s.last_negative_at + interval '720 hours', o.last_outbound_at + interval '45 days')
   end                                                                    as reactivation_eligible_at,
   case
     when s.unsubscribed_at is not null then s.unsubscribe_type
-    when s.last_negative_at > now() - interval '30 days' then 'reply_negative'
+    when s.last_negative_at > now() - interval '720 hours' then 'reply_negative'
   end                                                                    as reason
 from leads l
 left join lateral (

@@ -76,7 +76,7 @@ select
   d.recommended_action,
   case d.recommended_action
     -- until the cooldown ends (not reactivation_eligible_at, which may be later: 45 days after the last touch)
-    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '30 days' - now())) / 60))::int
+    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '720 hours' - now())) / 60))::int
     when 'send' then greatest(0, ceil(extract(epoch from (coalesce(d.next_due_at, now()) - now())) / 60))::int
     when 'do_nothing' then case when d.reactivation_eligible_at is null then null
                            else greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60))::int end
