@@ -21,7 +21,7 @@ from listener.status import system_status
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
-console = Console()
+console = Console(soft_wrap=not sys.stdout.isatty())  # no mid-word wrapping when piped
 err_console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 

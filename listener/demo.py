@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 import uuid
 from collections import deque
@@ -339,7 +340,7 @@ async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Sna
 
 async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console: Console | None = None,
                    live: bool | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    console = console or Console()
+    console = console or Console(soft_wrap=not sys.stdout.isatty())
     live = console.is_terminal if live is None else live
     conn = await connect(url)
     try:
