@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.drain import start_daemons, warm_up
+from bench.drain import TUNED, start_daemons, warm_up
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
 
@@ -90,7 +90,7 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
     url = await env.pg.fresh_database("latency")
     total = sum(int(r * duration) + 1 for r in rates)
     workload = await Workload(url).setup(total + 100)
-    daemons = await start_daemons(env, url, 1, settings)
+    daemons = await start_daemons(env, url, 1, TUNED if settings is None else settings)
     pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
     try:
         await warm_up(env, workload, 100)
@@ -100,4 +100,5 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
         await env.stop_daemons(daemons)
         await env.pg.drop_database(url)
     return {"clock": "insert (clock_timestamp() in the INSERT, before its commit) → fake received_at_wall; "
-                     "'ack' = from the commit acknowledgement instead", "daemons": 1, "rates": results}
+                     "'ack' = from the commit acknowledgement instead", "daemons": 1,
+            "settings": TUNED if settings is None else settings, "rates": results}

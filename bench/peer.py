@@ -91,7 +91,7 @@ async def pgqueuer_drain(env: Env, n: int) -> dict[str, Any]:
             "touches_per_s": round(n / seconds, 1), "sent": counts["by_status"].get("sent", 0) - WARMUP,
             "requests": len(requests), "sent_twice": len(duplicates(requests)),
             "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": MAX_CONCURRENT_TASKS,
-                         "http": "aiohttp, one keep-alive session", "pgqueuer": _version()}}
+                         "http": "aiohttp, one keep-alive session (128 connections)", "pgqueuer": _version()}}
 
 
 def _version() -> str:
@@ -101,15 +101,22 @@ def _version() -> str:
 
 
 async def run(env: Env, n: int, ours: dict[str, Any] | None = None) -> dict[str, Any]:
-    mine = None
-    if ours is not None:
-        mine = next((r for r in ours.get("runs", []) if r["daemons"] == 1 and r["touches"] == n), None)
+    def from_throughput(conc: int) -> dict[str, Any] | None:
+        runs = (ours or {}).get("runs", [])
+        return next((r for r in runs if r["daemons"] == 1 and r["touches"] == n and r.get("concurrency") == conc),
+                    None)
+
+    mine = from_throughput(drain.concurrency(drain.TUNED))
     source = "throughput section"
     if mine is None:
-        mine = await drain.drain(env, n, 1)
+        mine = await drain.drain(env, n, 1, drain.TUNED)
         source = "measured here"
+    shipped = from_throughput(drain.concurrency(drain.SHIPPED))
     theirs = await pgqueuer_drain(env, n)
-    return {"touches": n, "ours": {**mine, "source": source}, "pgqueuer": theirs,
-            "ratio": round(mine["touches_per_s"] / theirs["touches_per_s"], 2),
-            "note": "ours = 1 daemon, full pipeline incl. pre-send checks and fallback decision; "
-                    "pgqueuer = 1 worker, send + status + touch_sent event"}
+    result = {"touches": n, "ours": {**mine, "source": source}, "pgqueuer": theirs,
+              "ratio": round(mine["touches_per_s"] / theirs["touches_per_s"], 2),
+              "note": f"ours = 1 daemon (REVENUE_ASI_CONCURRENCY={drain.concurrency(drain.TUNED)}), full pipeline incl. "
+                      "pre-send checks and fallback decision; pgqueuer = 1 worker, send + status + touch_sent event"}
+    if shipped is not None:
+        result["ratio_shipped_concurrency"] = round(shipped["touches_per_s"] / theirs["touches_per_s"], 2)
+    return result

@@ -27,10 +27,13 @@ def _latency(section: dict[str, Any]) -> str:
 
 
 def _throughput(section: dict[str, Any]) -> str:
-    rows = [[r["daemons"], r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"], r["sent"],
-             r["sent_twice"]] for r in section["runs"]]
-    return table("throughput: drain of pre-inserted due touches, end to end incl. fallback decisions",
-                 ["daemons", "touches", "seconds", "touches/s", "all sent at s", "sent", "sent twice"], rows)
+    rows = [[r["daemons"], r.get("concurrency"), r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"],
+             r["sent"], r["sent_twice"], r["cpu_us_per_touch"]["daemons"], r["cpu_us_per_touch"]["postgres"],
+             r["cpu_us_per_touch"]["sandbox"]] for r in section["runs"]]
+    return table("throughput: drain of pre-inserted due touches, end to end incl. fallback decisions "
+                 "(cpu = µs of CPU per touch)",
+                 ["daemons", "concurrency", "touches", "seconds", "touches/s", "all sent at s", "sent", "sent twice",
+                  "cpu daemons", "cpu postgres", "cpu fake"], rows)
 
 
 def _scale(section: dict[str, Any]) -> str:
@@ -46,6 +49,8 @@ def _peer(section: dict[str, Any]) -> str:
     rows = [["ours (1 daemon)", section["ours"]["touches_per_s"], section["ours"]["seconds"]],
             ["pgqueuer (1 worker)", section["pgqueuer"]["touches_per_s"], section["pgqueuer"]["seconds"]],
             ["ratio ours / pgqueuer", section["ratio"], ""]]
+    if "ratio_shipped_concurrency" in section:
+        rows.append(["ratio, ours at the shipped concurrency 32", section["ratio_shipped_concurrency"], ""])
     return table(f"peer: drain of {section['touches']} touches, same server, same fake provider",
                  ["consumer", "touches/s", "seconds"], rows)
 
@@ -94,6 +99,8 @@ def ok(result: dict[str, Any]) -> bool:
         good &= bool(result["chaos"]["ok"])
     for r in result.get("latency", {}).get("rates", []):
         good &= r["sent_twice"] == 0 and r["missing"] == 0
-    for r in result.get("throughput", {}).get("runs", []):
+    for r in [*result.get("throughput", {}).get("runs", []), result.get("peer", {}).get("pgqueuer")]:
+        if r is None:
+            continue
         good &= r["sent_twice"] == 0 and r["sent"] == r["touches"]
     return good

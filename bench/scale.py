@@ -8,7 +8,7 @@ replica: the history is not work for a daemon); then ANALYZE.
 
 At each size, medians over repeated calls of the daemon's own named queries (listener/queries/*.sql):
 * ``decide``: ``decide_next_channel_for_lead`` for one random historical key (lead, campaign, step 1);
-* ``decide_keys_64``: the reactions' batched form (``decide_keys``) for 64 random keys, per call;
+* ``decide_keys_64``: the reactions' batched form (``decide_for_keys``) for 64 random keys, per call;
 * ``claim_64``: ``claim_due_touches`` of 64 (with a stock of due touches present), rolled back;
 * ``send_contexts_64``: ``touch_send_contexts`` for 64 claimed touches (the pre-send re-check), rolled back;
 * ``expire_leases_idle`` (nothing expired: the sweep's common case) and ``expire_leases_100`` (100 expired leases),
@@ -153,7 +153,7 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
 
     async def decide_keys(_: int) -> object:
         chosen = batch()
-        return await conn.fetch(Q.decide_keys, chosen, [campaign_id] * len(chosen), [1] * len(chosen))
+        return await conn.fetch(Q.decide_for_keys, chosen, [campaign_id] * len(chosen), [1] * len(chosen), None)
 
     out["decide_keys_64"] = _stats(await _timed(batches, decide_keys), per=64)
 

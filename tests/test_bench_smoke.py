@@ -45,9 +45,10 @@ def test_bench_all_quick_has_every_field(tmp_path):
         assert r["received"] == r["touches"] and r["missing"] == 0 and r["sent_twice"] == 0
 
     runs = result["throughput"]["runs"]
-    assert [r["daemons"] for r in runs] == [1, 2]
+    assert [(r["daemons"], r["concurrency"]) for r in runs] == [(1, 32), (1, 128), (2, 128)]
     for r in runs:
-        has(r, "touches", "seconds", "touches_per_s", "send_phase_s", "sent", "requests", "sent_twice")
+        has(r, "touches", "seconds", "touches_per_s", "send_phase_s", "sent", "requests", "sent_twice",
+            "cpu_us_per_touch")
         assert r["sent"] == r["touches"] == 200 and r["sent_twice"] == 0
 
     sizes = result["scale"]["sizes"]
@@ -59,7 +60,7 @@ def test_bench_all_quick_has_every_field(tmp_path):
     has(result["scale"]["growth"], "from", "to", "median_ratio")
 
     peer = result["peer"]
-    has(peer, "ours", "pgqueuer", "ratio")
+    has(peer, "ours", "pgqueuer", "ratio", "ratio_shipped_concurrency")
     has(peer["pgqueuer"], "touches_per_s", "seconds", "sent", "sent_twice", "settings")
     assert peer["pgqueuer"]["sent"] == 200 and peer["pgqueuer"]["sent_twice"] == 0
     assert peer["ratio"] > 0

@@ -71,7 +71,7 @@ async def serve(args: argparse.Namespace) -> None:
     pool = await asyncpg.create_pool(args.url, min_size=4, max_size=16)
     auth = "Basic " + base64.b64encode(f"{args.account_sid}:{args.auth_token}".encode()).decode()
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=args.max_concurrent_tasks, keepalive_timeout=30),
+        connector=aiohttp.TCPConnector(limit=args.http_connections, keepalive_timeout=30),
         headers={"Authorization": auth, "Accept": "application/json"})
     url = f"{args.base_url.rstrip('/')}/2010-04-01/Accounts/{args.account_sid}/Messages.json"
     connection = await asyncpg.connect(args.url)
@@ -104,7 +104,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, qm.shutdown.set)
     print("peer ready", flush=True)
     try:
-        await qm.run(batch_size=args.batch_size, max_concurrent_tasks=args.max_concurrent_tasks)
+        await qm.run(batch_size=args.batch_size, max_concurrent_tasks=args.max_concurrent_tasks or None)
     finally:
         await session.close()
         await pool.close()
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--account-sid", required=True)
     p.add_argument("--auth-token", required=True)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-concurrent-tasks", type=int, default=64)
+    p.add_argument("--max-concurrent-tasks", type=int, default=0, help="0 = pgqueuer's default (no cap)")
+    p.add_argument("--http-connections", type=int, default=128)
     p.add_argument("--timeout-s", type=float, default=15.0)
     asyncio.run(serve(p.parse_args(argv)))
 
