@@ -146,12 +146,13 @@ class Daemon:
                 continue
             async with self.pool.acquire() as conn:
                 ids = await self.dispatcher.claim(conn, min(free, self.settings.claim_batch))
+                if ids:  # start the batch now: the claim connection's release (a round trip) overlaps with it
+                    claimed_any = True
+                    self.inflight += len(ids)
+                    task = asyncio.create_task(self._run_batch(ids, time.monotonic()))
+                    self.batches.add(task)
             if not ids:
                 return claimed_any
-            claimed_any = True
-            self.inflight += len(ids)
-            task = asyncio.create_task(self._run_batch(ids, time.monotonic()))
-            self.batches.add(task)
         return claimed_any
 
     async def _run_batch(self, ids: list[uuid.UUID], claimed_at: float) -> None:
