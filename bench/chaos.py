@@ -242,4 +242,4 @@ async def run(env: Env, kills: int, rate: float, burst: int, scenario_s: float,
         scenarios.append(result)
     ok = all(s["lost"] == 0 and s["sent_twice"] == 0 and s["sent_not_received"] == 0 for s in scenarios)
     return {"settings": {**CHAOS_SETTINGS, "fake_delay_ms": FAKE_DELAY_MS, "load_rate": rate}, "ok": ok,
-            "scenarios": scenarios}
+            "daemons_died": sum(s["daemons_died"] for s in scenarios), "scenarios": scenarios}

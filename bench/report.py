@@ -74,6 +74,13 @@ def _chaos(section: dict[str, Any]) -> str:
                      s["sent_twice"], s["sent_not_received"],
                      " ".join(f"{k}={v}" for k, v in notes.items())])
     verdict = "OK: 0 lost, 0 sent twice" if section["ok"] else "FAILED: see lost / sent twice"
+    died = sum(s.get("daemons_died", 0) for s in section["scenarios"])
+    if died:
+        errors = sorted({e for s in section["scenarios"] for e in s.get("daemon_errors", [])})
+        verdict += f"; WARNING: {died} daemon(s) exited on their own: {'; '.join(errors)}"
+    cfg = section.get("settings", {})
+    verdict += (f" — lease {cfg.get('REVENUE_ASI_LEASE_S')} s, sweep {cfg.get('REVENUE_ASI_SWEEP_INTERVAL_S')} s, "
+                f"fake delay {cfg.get('fake_delay_ms')} ms, load {cfg.get('load_rate')}/s")
     return table(f"chaos ({verdict})", ["scenario", "offered", "sent", "failed", "failed by reason", "canceled",
                                         "lost", "sent twice", "sent∉fake", "notes"], rows)
 
