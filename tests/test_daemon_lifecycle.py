@@ -102,3 +102,29 @@ async def test_metrics_are_served_when_a_port_is_set(db, db_url, unused_tcp_port
                 await asyncio.sleep(0.02)
     assert sent_count(text) == before_second + 1
     assert "revenue_asi_sends_in_flight" in text
+
+
+async def test_loops_outlive_an_error_a_database_restart_can_raise(db, db_url, monkeypatch):
+    """asyncpg raises InternalClientError when a pooled connection cut mid-query is released (seen in the chaos
+    run's PostgreSQL restarts); it once escaped the reaction loop and stopped the daemon."""
+    import asyncpg
+
+    import listener.daemon as daemon_module
+    from tests.harness import daemon_settings, running_daemon
+
+    real_drain = daemon_module.drain_reactions
+    failures = []
+
+    async def drain_failing_once(pool, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+        return await real_drain(pool, *args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "drain_reactions", drain_failing_once)
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake)):
+        await factories.touch(db, account_id, lead_id)  # no fallback plan: its decision is a stop
+        await wait_until(db_url, "select count(*) = 1 from core_memory_events where event_type = 'fallback_decision'")
+    assert failures == [1]
