@@ -28,7 +28,9 @@ from listener.sweeper import expire_leases
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)
+# asyncpg.InternalClientError: a pooled connection cut mid-query (database restart) fails its release this way.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+             asyncio.TimeoutError, ConnectionError)
 MAX_BATCHES = 8
 RETRY_AFTER_DB_ERROR_S = 0.5
 
@@ -137,6 +139,9 @@ class Daemon:
             except DB_ERRORS as exc:
                 log.warning("dispatch loop: database error (%s); retrying", type(exc).__name__)
                 delay = RETRY_AFTER_DB_ERROR_S
+            except Exception:  # a loop of an always-on daemon must outlive any one failure
+                log.exception("dispatch loop: unexpected error; retrying")
+                delay = RETRY_AFTER_DB_ERROR_S
             await _wait(self.touch_wake, delay)
 
     async def _claim_until_empty(self) -> bool:
@@ -194,6 +199,9 @@ class Daemon:
             except DB_ERRORS as exc:
                 log.warning("reaction loop: database error (%s); retrying", type(exc).__name__)
                 delay = RETRY_AFTER_DB_ERROR_S
+            except Exception:
+                log.exception("reaction loop: unexpected error; retrying")
+                delay = RETRY_AFTER_DB_ERROR_S
             await _wait(self.event_wake, delay)
 
     # --- sweep and periodic jobs ----------------------------------------------------------------------------
@@ -209,6 +217,8 @@ class Daemon:
                     log.warning("sweep: %d expired lease(s) failed as outcome_unknown", expired)
             except DB_ERRORS as exc:
                 log.warning("sweep: database error (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("sweep: unexpected error")
             self.touch_wake.set()  # missed notifications: the loops look again
             self.event_wake.set()
 
