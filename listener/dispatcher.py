@@ -30,6 +30,11 @@ from listener.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A send transaction for a few touches uses generic plans: with an array parameter PostgreSQL otherwise plans
+# touch_send_contexts afresh on every call (~1-2 ms of planning for ~0.1 ms of work); for larger batches the
+# custom plans are as good or better (docs/performance.md).
+GENERIC_PLAN_MAX_BATCH = 8
+
 
 @dataclass
 class Outcome:
@@ -126,6 +131,8 @@ class Dispatcher:
         deadline = claimed_at + self.settings.lease_s * 0.8
         async with self.pool.acquire() as conn:
             async with conn.transaction():
+                if len(touch_ids) <= GENERIC_PLAN_MAX_BATCH:
+                    await conn.execute(Q.generic_plans_in_transaction)
                 locked = {r["id"] for r in await conn.fetch(Q.lock_claimed_touches, list(touch_ids), self.worker_id)}
                 self.stats.lost_lease += len(touch_ids) - len(locked)
                 if not locked:

@@ -14,6 +14,11 @@ from (
 where t.id = due.id
 returning t.id
 
+-- name: generic_plans_in_transaction
+-- Small send batches: reuse each prepared statement's generic plan instead of re-planning it (SET LOCAL: this
+-- transaction only).
+set local plan_cache_mode = force_generic_plan
+
 -- name: lock_claimed_touches
 -- In the send transaction: hold our touches (the sweep skips locked rows) and share-lock their leads, so a stop
 -- event (its trigger takes the lead FOR NO KEY UPDATE) waits for in-flight sends and every later check sees it.
