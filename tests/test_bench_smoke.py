@@ -13,7 +13,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # asyncpg's pool release after a server restart; not in the daemon's DB_ERRORS yet (docs/performance.md, Chaos).
-KNOWN_DAEMON_EXIT = "InternalClientError"
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict:
@@ -84,7 +83,6 @@ def test_chaos_quick_loses_nothing_and_sends_nothing_twice(tmp_path):
     chaos = result["chaos"]
     assert exit_code == (0 if chaos["ok"] else 1)
     assert [s["scenario"] for s in chaos["scenarios"]] == ["sigkill", "pg_restart", "race", "faults", "burst"]
-    lost_to_dead_daemons = []
     for s in chaos["scenarios"]:
         has(s, "offered", "sent", "failed", "failed_by_reason", "canceled", "lost", "sent_twice", "sent_not_received",
             "daemons_died", "daemon_errors")
@@ -92,14 +90,8 @@ def test_chaos_quick_loses_nothing_and_sends_nothing_twice(tmp_path):
         assert s["sent_twice"] == 0, s
         assert s["sent_not_received"] == 0, s
         assert s["sent"] + s["failed"] + s["canceled"] + s["lost"] == s["offered"]
-        if s["lost"] and s["daemons_died"] and any(KNOWN_DAEMON_EXIT in e for e in s["daemon_errors"]):
-            lost_to_dead_daemons.append(s["scenario"])  # every daemon of the scenario exited: nobody left to send
-            continue
         assert s["lost"] == 0, s
-    if lost_to_dead_daemons:
-        pytest.xfail(f"touches left queued because every daemon exited in {lost_to_dead_daemons}: known daemon bug "
-                     f"({KNOWN_DAEMON_EXIT} escapes listener/daemon.py DB_ERRORS after a PostgreSQL restart; "
-                     "docs/performance.md, Chaos)")
+        assert s["daemons_died"] == 0, s  # a database restart once made daemons exit (InternalClientError)
     assert chaos["ok"] is True
     kills = next(s for s in chaos["scenarios"] if s["scenario"] == "sigkill")
     assert kills["kills"] == 2
