@@ -55,10 +55,17 @@ class EmbeddedTestServer:
 
     async def fresh_database(self, prefix: str = "t") -> str:
         """A new database cloned from the migrated template; returns its URL."""
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        return await self._create_database(f"{prefix}_{uuid.uuid4().hex[:12]}",
+                                           f'template "{self.template}" strategy file_copy')
+
+    async def empty_database(self) -> str:
+        """A new database with no schema at all; returns its URL."""
+        return await self._create_database(f"e_{uuid.uuid4().hex[:12]}", "")
+
+    async def _create_database(self, name: str, options: str) -> str:
         admin = await asyncpg.connect(self.url)
         try:
-            await admin.execute(f'create database "{name}" template "{self.template}" strategy file_copy')
+            await admin.execute(f'create database "{name}" {options}')
         finally:
             await admin.close()
         return with_database(self.url, name)

@@ -35,6 +35,16 @@ async def db_url(migrated_template: TestServer) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def empty_db_url(migrated_template: TestServer) -> AsyncIterator[str]:
+    """A database with nothing in it (not cloned from the migrated template)."""
+    url = await migrated_template.empty_database()
+    try:
+        yield url
+    finally:
+        await migrated_template.drop_database(url)
+
+
+@pytest.fixture
 async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(db_url)
     try:

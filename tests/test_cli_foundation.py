@@ -9,11 +9,9 @@ import re
 import sys
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from listener.database import connect, numbered_migrations
@@ -49,22 +47,6 @@ async def cli(*args: str, env: dict[str, str]) -> Result:
     out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
-
-
-@pytest.fixture
-async def empty_db_url(migrated_template: pg.TestServer) -> AsyncIterator[str]:
-    """A database with nothing in it (not cloned from the migrated template)."""
-    name = "e_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(migrated_template.url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    url = pg.with_database(migrated_template.url, name)
-    try:
-        yield url
-    finally:
-        await migrated_template.drop_database(url)
 
 
 def assert_clean_failure(result: Result) -> None:

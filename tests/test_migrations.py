@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -32,21 +30,6 @@ def sql_copy(tmp_path) -> Path:
     target = tmp_path / "sql"
     shutil.copytree(SQL_DIR, target)
     return target
-
-
-@pytest.fixture
-async def empty_db_url(migrated_template: pg.TestServer) -> AsyncIterator[str]:
-    name = "e_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(migrated_template.url)
-    try:
-        await admin.execute(f'create database "{name}"')
-    finally:
-        await admin.close()
-    url = pg.with_database(migrated_template.url, name)
-    try:
-        yield url
-    finally:
-        await migrated_template.drop_database(url)
 
 
 async def migrations(db: asyncpg.Connection) -> dict[str, tuple[str, object]]:
