@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import re
-import sys
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,36 +15,11 @@ import pytest
 from listener.database import connect, numbered_migrations
 from tests import factories
 from tests import pg
+from tests.cli_runner import Result, clean_env, cli
 
-SCRIPT = Path(sys.executable).parent / "revenue-asi"
-TIMEOUT = 120.0
-SETTING_PREFIXES = ("REVENUE_ASI_", "TWILIO_", "ELASTICEMAIL_", "QA_SINK_")
-SETTING_NAMES = {"DATABASE_URL", "DRY_RUN"}
 LATEST = numbered_migrations()[-1].name
 
 
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in SETTING_NAMES and not k.upper().startswith(SETTING_PREFIXES)}
-    env.update(extra)
-    return env
-
-
-async def cli(*args: str, env: dict[str, str]) -> Result:
-    proc = await asyncio.create_subprocess_exec(
-        str(SCRIPT), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
 
 
 def assert_clean_failure(result: Result) -> None:
@@ -59,7 +32,7 @@ def assert_clean_failure(result: Result) -> None:
 
 
 async def test_help_lists_the_foundation_commands():
-    result = await cli("--help", env=base_env())
+    result = await cli("--help", env=clean_env())
     assert result.rc == 0, result.err
     for command in ("migrate", "status", "db-url"):
         assert re.search(rf"\b{command}\b", result.out), result.out
@@ -69,7 +42,7 @@ async def test_help_lists_the_foundation_commands():
 
 
 async def test_migrate_an_empty_database_then_again(empty_db_url):
-    env = base_env(DATABASE_URL=empty_db_url)
+    env = clean_env(DATABASE_URL=empty_db_url)
     first = await cli("migrate", env=env)
     assert first.rc == 0, first.err
     assert LATEST in first.out
@@ -93,7 +66,7 @@ async def test_migrate_an_empty_database_then_again(empty_db_url):
 
 
 async def test_two_migrates_at_once_apply_the_schema_once(empty_db_url):
-    env = base_env(DATABASE_URL=empty_db_url)
+    env = clean_env(DATABASE_URL=empty_db_url)
     results = await asyncio.gather(cli("migrate", env=env), cli("migrate", env=env))
     for result in results:
         assert result.rc == 0, result.err
@@ -140,7 +113,7 @@ async def populated(db) -> dict:
 
 
 async def test_status_json(db_url, populated):
-    result = await cli("status", "--json", env=base_env(DATABASE_URL=db_url))
+    result = await cli("status", "--json", env=clean_env(DATABASE_URL=db_url))
     assert result.rc == 0, result.err
     status = json.loads(result.out)
     assert status["database"]["reachable"] is True
@@ -157,7 +130,7 @@ async def test_status_json(db_url, populated):
 
 
 async def test_status_json_on_an_empty_migrated_database(db_url):
-    result = await cli("status", "--json", env=base_env(DATABASE_URL=db_url))
+    result = await cli("status", "--json", env=clean_env(DATABASE_URL=db_url))
     assert result.rc == 0, result.err
     status = json.loads(result.out)
     assert status["database"]["reachable"] is True
@@ -166,7 +139,7 @@ async def test_status_json_on_an_empty_migrated_database(db_url):
 
 
 async def test_status_table(db_url, populated):
-    result = await cli("status", env=base_env(DATABASE_URL=db_url))
+    result = await cli("status", env=clean_env(DATABASE_URL=db_url))
     assert result.rc == 0, result.err
     assert "touch_runs (5)" in result.out
     header = next(line for line in result.out.splitlines() if "voice" in line and "email" in line)
@@ -182,13 +155,13 @@ async def test_status_table(db_url, populated):
 
 
 async def test_status_on_an_unmigrated_database_says_to_migrate(empty_db_url):
-    result = await cli("status", env=base_env(DATABASE_URL=empty_db_url))
+    result = await cli("status", env=clean_env(DATABASE_URL=empty_db_url))
     assert_clean_failure(result)
     assert "revenue-asi migrate" in result.err
 
 
 async def test_status_on_an_unreachable_database_fails_cleanly():
-    result = await cli("status", env=base_env(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere"))
+    result = await cli("status", env=clean_env(DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere"))
     assert_clean_failure(result)
     assert "database" in result.err.lower()
 
@@ -197,14 +170,14 @@ async def test_status_on_an_unreachable_database_fails_cleanly():
 
 
 async def test_db_url_prints_exactly_database_url(db_url):
-    result = await cli("db-url", env=base_env(DATABASE_URL=db_url))
+    result = await cli("db-url", env=clean_env(DATABASE_URL=db_url))
     assert result.rc == 0, result.err
     assert result.out == db_url + "\n"
 
 
 @pytest.mark.parametrize("command", ["status", "migrate", "db-url"])
 async def test_bad_setting_is_one_clean_line(db_url, command):
-    result = await cli(command, env=base_env(DATABASE_URL=db_url, REVENUE_ASI_LEASE_S="abc"))
+    result = await cli(command, env=clean_env(DATABASE_URL=db_url, REVENUE_ASI_LEASE_S="abc"))
     assert_clean_failure(result)
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1, result.err
@@ -214,7 +187,7 @@ async def test_bad_setting_is_one_clean_line(db_url, command):
 
 async def test_bad_setting_does_not_leak_secrets(db_url):
     token = "tw-secret-" + uuid.uuid4().hex
-    env = base_env(DATABASE_URL=db_url, TWILIO_AUTH_TOKEN=token, QA_SINK_PHONE="12")
+    env = clean_env(DATABASE_URL=db_url, TWILIO_AUTH_TOKEN=token, QA_SINK_PHONE="12")
     result = await cli("status", env=env)
     assert_clean_failure(result)
     assert "QA_SINK_PHONE" in result.err
@@ -240,7 +213,7 @@ def stop_embedded_server(pgdata: Path) -> None:
 async def test_embedded_server_when_database_url_is_unset(tmp_path):
     home = tmp_path / "home"
     pgdata = home / "pgdata"
-    env = base_env(REVENUE_ASI_HOME=str(home))
+    env = clean_env(REVENUE_ASI_HOME=str(home))
     try:
         migrated = await cli("migrate", env=env)
         assert migrated.rc == 0, migrated.err

@@ -7,7 +7,7 @@ import json
 import re
 import uuid
 
-from tests.test_lead_cli import cli, cli_env
+from tests.cli_runner import cli, cli_env
 
 
 async def test_demo_runs_cadences_live_and_summarises(db, db_url):

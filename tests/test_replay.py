@@ -14,7 +14,7 @@ from listener.providers.sandbox import SandboxProviders
 from listener.replay import TimeFormatError, parse_time, replay
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_until
-from tests.test_lead_cli import cli, cli_env
+from tests.cli_runner import cli, cli_env
 from tests.test_orchestrators import campaign, enroll, step_payload
 
 PLAN = {"order": ["voice", "sms", "email"], "max_attempts": {"voice": 1, "sms": 2, "email": 1},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests import factories
-from tests.test_lead_cli import cli, cli_env
+from tests.cli_runner import cli, cli_env
 from tests.test_orchestrators import campaign, enroll, leads, step_payload, touched_long_ago
 
 
