@@ -1,0 +1,19 @@
+"""The Procfile runs the daemon the way SPEC §2 names it, and that command exists."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from tests.cli_runner import SCRIPT, cli, clean_env
+
+PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+
+
+async def test_procfile_worker_is_revenue_asi_run():
+    entries = dict(line.split(":", 1) for line in PROCFILE.read_text().splitlines() if line.strip())
+    assert entries["worker"].strip() == "revenue-asi run"
+    program, *args = shlex.split(entries["worker"])
+    assert program == SCRIPT.name
+    result = await cli(*args, "--help", env=clean_env())
+    assert result.rc == 0 and "daemon" in result.out.lower()
