@@ -33,6 +33,7 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Int
              asyncio.TimeoutError, ConnectionError)
 MAX_BATCHES = 8
 RETRY_AFTER_DB_ERROR_S = 0.5
+SWEEP_RECORD_EVERY_S = 60.0
 
 
 @dataclass
@@ -202,15 +203,24 @@ class Daemon:
 
     # --- sweep and periodic jobs ----------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:
+        """Every sweep_interval_s. It writes a job_runs row when it did something, and otherwise once a minute, so
+        `status` shows it alive without a row every few seconds."""
         assert self.pool is not None
+        last_recorded = float("-inf")
         while not self.stop.is_set():
             await _wait(self.stop, self.settings.sweep_interval_s)
             if self.stop.is_set():
                 return
             try:
+                started_at = datetime.now(UTC)
                 expired = await expire_leases(self.pool)
                 if expired:
                     log.warning("sweep: %d expired lease(s) failed as outcome_unknown", expired)
+                if expired or time.monotonic() - last_recorded >= SWEEP_RECORD_EVERY_S:
+                    async with self.pool.acquire() as conn:
+                        await conn.execute(Q.insert_job_run, "sweep", started_at, False,
+                                           {"leases_expired": expired, "worker": self.worker_id}, None)
+                    last_recorded = time.monotonic()
             except DB_ERRORS as exc:
                 log.warning("sweep: database error (%s)", type(exc).__name__)
             except Exception:

@@ -128,3 +128,19 @@ async def test_loops_outlive_an_error_a_database_restart_can_raise(db, db_url, m
         await factories.touch(db, account_id, lead_id)  # no fallback plan: its decision is a stop
         await wait_until(db_url, "select count(*) = 1 from core_memory_events where event_type = 'fallback_decision'")
     assert failures == [1]
+
+
+async def test_the_daemons_sweep_records_its_runs_in_job_runs(db, db_url):
+    from tests.harness import daemon_settings, running_daemon
+
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    touch_id = await factories.touch(db, account_id, lead_id)
+    await db.execute("update touch_runs set status = 'processing', locked_by = 'dead-daemon',"
+                     " locked_until = now() - interval '1 second' where id = $1", touch_id)
+    async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake, sweep_interval_s=0.2)):
+        await wait_until(db_url, "select count(*) > 0 from job_runs where job = 'sweep'"
+                                 " and (stats->>'leases_expired')::int = 1")
+        assert fake.requests == []  # an expired lease is never sent again
+    row = await db.fetchrow("select status, error from touch_runs where id = $1", touch_id)
+    assert row["status"] == "failed" and row["error"].startswith("outcome_unknown")
