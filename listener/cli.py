@@ -31,6 +31,11 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def print_json(value: Any) -> None:
+    """What every --json option prints: one indented document on stdout, keys sorted."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
 def settings_or_exit() -> Settings:
     try:
         return get_settings()
@@ -107,7 +112,7 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
     status = run_async(go)
     if as_json:
-        typer.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
+        print_json(status)
         return
     render_status(status)
 
@@ -195,7 +200,7 @@ def tick_command(
         fail(f"unknown job {job!r}; choose one of: {', '.join(JOBS)}")
     result = run_async(lambda: run_job(settings, url, job, dry_run=dry_run, limit=limit))
     if as_json:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print_json(result)
     else:
         render_tick(job, dry_run, result)
 
@@ -282,7 +287,7 @@ def replay_command(
 
     summary = run_async(lambda: _with_pool(url, work)).as_dict()
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        print_json(summary)
         return
     render_replay(summary)
 
@@ -395,7 +400,7 @@ def lead_inspect_command(
         fail(str(exc), 1)
         raise
     if as_json:
-        typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        print_json(report)
         return
     render_lead(report)
 
@@ -490,7 +495,7 @@ def lead_enroll_command(
         fail(str(exc), 1)
         raise
     if as_json:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+        print_json(result)
         return
     step = result["first_step"] or {}
     console.print(f"enrolled lead {result['lead_name'] or ''} ({result['lead_id']}) in campaign "
@@ -520,7 +525,7 @@ def demo_command(
     view_console = err_console if as_json else console
     summary = run_async(lambda: run_demo(url, seconds=seconds, n_leads=leads, console=view_console))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        print_json(summary)
 
 
 def main() -> None:
