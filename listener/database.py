@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import warnings
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from listener.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(str(resources.files("listener") / "sql"))  # shipped inside the package (wheel or editable)
 REPEATABLE_DIRS = ("triggers", "views")
 REPEATABLE_KEY = "repeatable:triggers+views"
 
@@ -98,7 +99,7 @@ async def migrate(conn: asyncpg.Connection, sql_dir: Path = SQL_DIR) -> Migratio
     any of them changed. An advisory lock makes concurrent runs wait for each other; each step is one
     transaction, so a failure leaves the previous state."""
     if not sql_dir.is_dir():
-        raise DatabaseError(f"SQL folder not found: {sql_dir} (install the project with `pip install -e .`)")
+        raise DatabaseError(f"SQL folder not found: {sql_dir} (the revenue-asi package is incomplete; reinstall it)")
     report = MigrationReport()
     await conn.execute(Q.migrations_lock)
     try:

@@ -1,5 +1,5 @@
 """The fallback decision (SPEC §7) as a pure function, mirroring 1:1 the SQL form
-``decide_next_channel_for_lead`` (sql/views/05_decide_next_channel_for_lead.sql); a property test
+``decide_next_channel_for_lead`` (listener/sql/views/05_decide_next_channel_for_lead.sql); a property test
 (tests/test_decision_property.py) proves they agree on every case.
 
 ``load_decision_inputs`` reads one key's facts in one round trip, ``decide(inputs, now)`` decides, and

@@ -4,15 +4,16 @@ Python asks for ``Q.some_query`` and never builds SQL strings (procrastinate's q
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 
 class NamedQueries:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Traversable) -> None:
         self._queries: dict[str, str] = {}
-        for path in sorted(folder.glob("*.sql")):
+        for path in sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
             text = path.read_text()
             headers = list(_HEADER.finditer(text))
             for i, header in enumerate(headers):
@@ -35,4 +36,4 @@ class NamedQueries:
         return sorted(self._queries)
 
 
-Q = NamedQueries(Path(__file__).parent)
+Q = NamedQueries(resources.files("listener.queries"))

@@ -1,0 +1,536 @@
+"""The `revenue-asi` command (SPEC §10). Typer (on click) for the commands, rich for tables and progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from listener.database import DatabaseError, connect, database_url, migrate
+from listener.settings import Settings, SettingsError, get_settings
+from listener.status import system_status
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
+console = Console(soft_wrap=not sys.stdout.isatty())  # no mid-word wrapping when piped
+err_console = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    """What every --json option prints: one indented document on stdout, keys sorted."""
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+        raise  # unreachable, for type checkers
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except (DatabaseError, SettingsError) as exc:
+        fail(str(exc))
+        raise
+
+
+def url_or_exit(settings: Settings) -> str:
+    try:
+        return database_url(settings)
+    except DatabaseError as exc:
+        fail(str(exc))
+        raise
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("db-url")
+def db_url_command() -> None:
+    """Print the database URL in use (embedded server when DATABASE_URL is unset): psql "$(revenue-asi db-url)"."""
+    settings = settings_or_exit()
+    typer.echo(url_or_exit(settings))
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create or update the schema, triggers and views (safe to run twice, and concurrently)."""
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+
+    async def go() -> Any:
+        conn = await connect(url)
+        try:
+            started = time.perf_counter()
+            report = await migrate(conn)
+            return report, time.perf_counter() - started
+        finally:
+            await conn.close()
+
+    report, elapsed = run_async(go)
+    if report.applied:
+        console.print(f"applied {len(report.applied)} migration(s): {', '.join(report.applied)}")
+    if report.repeatable_applied:
+        console.print("applied triggers and views")
+    if not report.applied and not report.repeatable_applied:
+        console.print("schema already up to date")
+    console.print(f"schema version {report.version} ({elapsed * 1000:.0f} ms)")
+
+
+@app.command("status")
+def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """The seed's system.status: queue, touch counts, recent events and failures, last job runs."""
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+
+    async def go() -> dict[str, Any]:
+        conn = await connect(url)
+        try:
+            return await system_status(conn)
+        finally:
+            await conn.close()
+
+    status = run_async(go)
+    if as_json:
+        print_json(status)
+        return
+    render_status(status)
+
+
+def render_status(status: dict[str, Any]) -> None:
+    db = status["database"]
+    console.print(f"[bold]database[/] reachable · PostgreSQL {db['server_version']} · schema {db['schema_version']}")
+    q = status["queue"]
+    age = q["oldest_due_age_s"]
+    console.print(f"[bold]queue[/] due {q['due']} · scheduled later {q['scheduled_later']} · processing "
+                  f"{q['processing']} · oldest due {'-' if age is None else f'{age:.1f}s'} · "
+                  f"pending reactions {q['pending_reactions']}")
+    table = Table(title=f"touch_runs ({status['touch_runs_total']})")
+    channels = ["voice", "whatsapp", "sms", "email"]
+    table.add_column("status")
+    for channel in channels:
+        table.add_column(channel, justify="right")
+    for state, by_channel in sorted(status["touch_runs"].items()):
+        table.add_row(state, *(str(by_channel.get(c, 0)) for c in channels))
+    console.print(table)
+    events = ", ".join(f"{k} {v}" for k, v in status["events_last_hour"].items()) or "none"
+    console.print(f"[bold]events, last hour[/] ({status['events_last_hour_total']}): {events}")
+    failures = ", ".join(f"{k} {v}" for k, v in status["failures_last_hour"].items()) or "none"
+    console.print(f"[bold]failures, last hour[/]: {failures}")
+    cad = status["cadences"]
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
+    console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
+                  f" (next {_when(cad['next_cooldown_at'])}) · next scheduled touch {_when(cad['next_scheduled_at'])}",
+                  highlight=False)
+    table = Table(title="jobs: last run")
+    for col in ("job", "started", "took", "dry run", "result"):
+        table.add_column(col)
+    for job, run in status["jobs"].items():
+        if run is None:
+            table.add_row(job, "never", "", "", "")
+            continue
+        took = ""
+        if run.get("finished_at") and run.get("started_at"):
+            from datetime import datetime
+
+            took = f"{(datetime.fromisoformat(run['finished_at']) - datetime.fromisoformat(run['started_at'])).total_seconds() * 1000:.0f} ms"
+        table.add_row(job, _when(run["started_at"]), took, "yes" if run["dry_run"] else "",
+                      f"error: {run['error']}" if run["error"] else _job_summary(run["stats"]))
+    console.print(table)
+
+
+def _job_summary(stats: dict[str, Any]) -> str:
+    if not isinstance(stats, dict):
+        return str(stats)
+    if isinstance(stats.get("skipped"), str):
+        return f"skipped: {stats['skipped']}"
+    keys = ("candidates", "created", "queued", "scheduled", "skipped", "already_existed", "leases_expired",
+            "due_touches")
+    parts = [f"{k} {stats[k]}" for k in keys if k in stats]
+    if isinstance(stats.get("dispatched"), dict):
+        parts.append("dispatched " + ", ".join(f"{k} {v}" for k, v in stats["dispatched"].items()))
+    return ", ".join(parts) or json.dumps(stats, default=str)[:100]
+
+
+@app.command("run")
+def run_command() -> None:
+    """Run the daemon: dispatch touches the moment they are due, react to events, sweep, orchestrate."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    url = url_or_exit(settings)
+    from listener.runner import run_daemon
+
+    run_async(lambda: run_daemon(settings, url))
+
+
+@app.command("tick")
+def tick_command(
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """One run of a job, on demand (the seed's curl … -d '{"limit":20,"dry_run":true}' checks)."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    url = url_or_exit(settings)
+    from listener.jobs import JOBS, run_job
+
+    if job not in JOBS:
+        fail(f"unknown job {job!r}; choose one of: {', '.join(JOBS)}")
+    result = run_async(lambda: run_job(settings, url, job, dry_run=dry_run, limit=limit))
+    if as_json:
+        print_json(result)
+    else:
+        render_tick(job, dry_run, result)
+
+
+def render_tick(job: str, dry_run: bool, result: dict[str, Any]) -> None:
+    label = f"[bold]{job}[/]" + (" (dry run: nothing written)" if dry_run else "")
+    if isinstance(result.get("skipped"), str):
+        console.print(f"{label}: skipped — {result['skipped']}", highlight=False)
+        return
+    if "touches" not in result:
+        console.print(f"{label}: {json.dumps(result, default=str)}", highlight=False)
+        return
+    verb = "would create" if dry_run else "created"
+    line = (f"{label}: {result['candidates']} candidate(s) · {verb} {result['created']} "
+            f"(queued {result['queued']}, scheduled {result['scheduled']})")
+    if "skipped" in result:
+        line += f" · skipped {result['skipped']}"
+    if result.get("already_existed"):
+        line += f" · already existed {result['already_existed']}"
+    console.print(line, highlight=False)
+    for t in result["touches"]:
+        where = f"campaign {t['campaign_id']} step {t['step']}" if t["campaign_id"] else f"reactivation step {t['step']}"
+        console.print(f"  {verb} {t['channel']:<8} {t['status']:<9} due {_when(t['scheduled_at'])} lead {t['lead_id']}"
+                      f" {where}", highlight=False)
+    for sk in result.get("skips", []):
+        console.print(f"  skipped  lead {sk['lead_id']} campaign {sk['campaign_id']} step {sk['step']}: {sk['reason']}",
+                      highlight=False)
+    if result["created"] > len(result["touches"]):
+        console.print(f"  … and {result['created'] - len(result['touches'])} more", highlight=False)
+
+
+def _uuid_or_exit(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        fail(f"{what} must be a uuid, got {value!r}")
+        raise
+
+
+async def _with_pool(url: str, work: Callable[[Any], Awaitable[T]], *, max_size: int = 4) -> T:
+    from listener.database import create_pool
+
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await create_pool(url, min_size=1, max_size=max_size)
+    try:
+        return await work(pool)
+    finally:
+        await pool.close()
+
+
+@app.command("replay")
+def replay_command(
+    since: str = typer.Option(..., "--since", help="From this time: ISO timestamp, or a duration ago (30m, 2h, 3d)."),
+    until: str | None = typer.Option(None, "--until", help="Up to this time (default: now)."),
+    lead: str | None = typer.Option(None, "--lead", help="Only this lead's events."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; report exactly what would be done."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Re-run the daemon's reactions (decisions after touch_sent/touch_failed, cancellations after stop events)
+    for the events in a time range, as of now, creating only what is missing. Safe to run twice."""
+    from listener.replay import TimeFormatError, parse_time, replay
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    try:
+        since_at = parse_time(since)
+        until_at = parse_time(until) if until is not None else None
+    except TimeFormatError as exc:
+        fail(str(exc))
+        raise
+    if until_at is not None and until_at <= since_at:
+        fail("--until must be after --since")
+    lead_id = _uuid_or_exit(lead, "--lead") if lead is not None else None
+    progress = ProgressReporter("replaying events")
+
+    async def work(pool: Any) -> Any:
+        with progress:
+            return await replay(pool, since_at, until_at, lead_id, dry_run=dry_run, on_total=progress.total,
+                                on_progress=progress.advance)
+
+    summary = run_async(lambda: _with_pool(url, work)).as_dict()
+    if as_json:
+        print_json(summary)
+        return
+    render_replay(summary)
+
+
+class ProgressReporter:
+    """A rich progress bar on a terminal (stderr); a few plain lines otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.done = 0
+        self.count = 0
+        self.next_report = 0
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> ProgressReporter:
+        if err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=err_console, transient=True)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def total(self, n: int) -> None:
+        self.count = n
+        if self.progress is not None:
+            self.task = self.progress.add_task(self.label, total=n)
+        else:
+            err_console.print(f"{self.label}: {n} to read", highlight=False)
+            self.next_report = max(1, n // 10)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress.update(self.task, advance=n)
+        elif self.done >= self.next_report or self.done == self.count:
+            err_console.print(f"{self.label}: {self.done}/{self.count}", highlight=False)
+            self.next_report = self.done + max(1, self.count // 10)
+
+
+def render_replay(summary: dict[str, Any]) -> None:
+    title = "replay (dry run: nothing was changed; this is what it would do)" if summary["dry_run"] else "replay"
+    console.print(f"[bold]{title}[/] · events from {summary['since']} to {summary['until']}"
+                  + (f" · lead {summary['lead_id']}" if summary["lead_id"] else ""), highlight=False)
+    verb = "would be " if summary["dry_run"] else ""
+    for item in summary["created"]:
+        console.print(f"  {verb}created  {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"step {item['step']} ({item['status']}) after {item['because_of']}", highlight=False)
+    for item in summary["canceled"]:
+        console.print(f"  {verb}canceled {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"after {item['because_of']}", highlight=False)
+    table = Table(title="summary", show_header=False)
+    table.add_column("what")
+    table.add_column("n")
+    by_type = ", ".join(f"{k} {v}" for k, v in summary["by_event_type"].items()) or "-"
+    decisions = ", ".join(f"{k} {v}" for k, v in summary["decisions"].items()) or "-"
+    rows = [("events read", f"{summary['events_read']} ({by_type})"),
+            (f"touches {verb}created", summary["touches_created"]),
+            (f"touches {verb}canceled", summary["touches_canceled"]),
+            ("unchanged (nothing missing)", summary["unchanged"]),
+            ("superseded by a newer touch", summary["superseded"]),
+            ("stale stop events skipped", summary["stale_stop_events"]),
+            ("reactions the daemon had not done yet", summary["pending_taken"]),
+            (f"cadences {verb}completed / stopped / advanced",
+             f"{summary['cadences_completed']} / {summary['cadences_stopped']} / {summary['steps_advanced']}"),
+            (f"cooldown timers {verb}set", summary["cooldowns_scheduled"]),
+            ("decisions", decisions)]
+    for what, n in rows:
+        table.add_row(what, str(n))
+    console.print(table)
+
+
+lead_app = typer.Typer(no_args_is_help=True, help="The seed's Command OS lead intents: inspect, enroll.")
+app.add_typer(lead_app, name="lead")
+
+
+async def _on_conn(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    import asyncpg
+
+    conn = await connect(url)
+    try:
+        return await work(conn)
+    except asyncpg.UndefinedTableError:
+        raise DatabaseError("the database has no schema yet: run `revenue-asi migrate`") from None
+    finally:
+        await conn.close()
+
+
+@lead_app.command("inspect")
+def lead_inspect_command(
+    lead_id: str = typer.Argument(..., metavar="ID", help="The lead's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """The lead, its contacts, suppression, next action, campaigns, open and recent touches, last events, and the
+    current fallback decision for each active step (decide_next_channel_for_lead)."""
+    from listener.lead import LeadError, inspect_lead
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    lead_uuid = _uuid_or_exit(lead_id, "ID")
+    try:
+        report = run_async(lambda: _on_conn(url, lambda conn: inspect_lead(conn, lead_uuid,
+                                                                           default_region=settings.default_region)))
+    except LeadError as exc:
+        fail(str(exc), 1)
+        raise
+    if as_json:
+        print_json(report)
+        return
+    render_lead(report)
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None else str(value)[:8]
+
+
+def _when(value: str | None) -> str:
+    return "-" if value is None else value.replace("T", " ")[:19]
+
+
+def render_lead(report: dict[str, Any]) -> None:
+    lead, contacts = report["lead"], report["contacts"]
+    console.print(f"[bold]lead[/] {lead['full_name'] or '(no name)'} · {lead['id']} · account "
+                  f"{lead['account_name']} · created {_when(lead['created_at'])}", highlight=False)
+    for kind in ("phone", "email"):
+        c = contacts[kind]
+        state = f"ok {c['normalised']}" if c["valid"] else f"unusable ({c['problem']})"
+        console.print(f"  {kind}: {c['raw'] or '-'} → {state}", highlight=False)
+    console.print(f"  first_name: {contacts['first_name'] or '-'} · company: {contacts['company_name'] or '-'} · "
+                  f"timezone: {contacts['timezone'] or '-'}", highlight=False)
+    sup = report["suppression"] or {}
+    suppressed = sup.get("is_unsubscribed") or sup.get("in_negative_cooldown")
+    console.print(f"[bold]suppression[/] {'SUPPRESSED (' + str(sup.get('reason')) + ')' if suppressed else 'none'}"
+                  f" · reactivation eligible at {_when(sup.get('reactivation_eligible_at'))}", highlight=False)
+    nxt = report["next_action"] or {}
+    console.print(f"[bold]next action[/] {nxt.get('recommended_action')} on {nxt.get('recommended_channel') or '-'}"
+                  f" in {nxt.get('recommended_delay_minutes')} min · priority {nxt.get('priority_score')}",
+                  highlight=False)
+    if report["campaigns"]:
+        table = Table(title="campaigns")
+        for col in ("campaign", "campaign status", "lead status", "step", "stop reason", "enrolled"):
+            table.add_column(col)
+        for c in report["campaigns"]:
+            table.add_row(f"{c['campaign_name']} ({_short(c['campaign_id'])})", c["campaign_status"], c["status"],
+                          f"{c['current_step']}/{c['steps']}", c["stop_reason"] or "", _when(c["enrolled_at"]))
+        console.print(table)
+    else:
+        console.print("[bold]campaigns[/] none")
+    for title, rows in (("open touches", report["open_touches"]), ("recent touches", report["recent_touches"])):
+        if not rows:
+            console.print(f"[bold]{title}[/] none")
+            continue
+        table = Table(title=title)
+        for col in ("touch", "campaign", "step", "channel", "status", "scheduled", "error"):
+            table.add_column(col)
+        for t in rows:
+            table.add_row(_short(t["id"]), _short(t["campaign_id"]), str(t["step"]), t["channel"], t["status"],
+                          _when(t["scheduled_at"]), (t.get("error") or "")[:60])
+        console.print(table)
+    if report["decisions"]:
+        table = Table(title="current fallback decision per active step")
+        for col in ("campaign", "step", "decision", "current", "next", "cooldown until", "stop reason", "skipped"):
+            table.add_column(col)
+        for d in report["decisions"]:
+            table.add_row(_short(d["campaign_id"]), str(d["step"]), d["decision"] or d.get("note", "-"),
+                          d["current_channel"] or "-", d["next_channel"] or "-", _when(d["cooldown_until"]),
+                          d["stop_reason"] or "", ",".join(d["skipped_channels"] or []))
+        console.print(table)
+    else:
+        console.print("[bold]current fallback decision per active step[/] no active step")
+    table = Table(title=f"last {len(report['events'])} events")
+    for col in ("at", "event", "channel", "direction", "source", "details"):
+        table.add_column(col)
+    for e in report["events"]:
+        p = e["payload"] or {}
+        details = " ".join(f"{k}={p[k]}" for k in ("decision", "next_channel", "error_code", "reason", "stop_reason")
+                           if p.get(k))
+        table.add_row(_when(e["created_at"]), e["event_type"], e["channel"] or "", e["direction"] or "",
+                      e["event_source"] or "", details)
+    console.print(table)
+
+
+@lead_app.command("enroll")
+def lead_enroll_command(
+    lead_id: str = typer.Argument(..., metavar="LEAD", help="The lead's id."),
+    campaign_id: str = typer.Argument(..., metavar="CAMPAIGN", help="The campaign's id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Enroll a lead in a campaign (a campaign_leads row at the first step); the touch orchestrator creates its
+    first touch. An unknown id, a suppressed lead, an archived campaign or a lead already enrolled is an error."""
+    from listener.lead import LeadError, enroll_lead
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    lead_uuid = _uuid_or_exit(lead_id, "LEAD")
+    campaign_uuid = _uuid_or_exit(campaign_id, "CAMPAIGN")
+    try:
+        result = run_async(lambda: _on_conn(url, lambda conn: enroll_lead(conn, lead_uuid, campaign_uuid)))
+    except LeadError as exc:
+        fail(str(exc), 1)
+        raise
+    if as_json:
+        print_json(result)
+        return
+    step = result["first_step"] or {}
+    console.print(f"enrolled lead {result['lead_name'] or ''} ({result['lead_id']}) in campaign "
+                  f"{result['campaign_name']!r} ({result['campaign_id']}) at step {result['current_step']} · "
+                  f"campaign lead {result['campaign_lead_id']}", highlight=False)
+    paused = " (the campaign is paused: nothing is scheduled until it is active)" \
+        if result["campaign_status"] == "paused" else ""
+    console.print(f"the touch orchestrator creates its first touch on {step.get('primary_channel') or '?'}, due "
+                  f"{step.get('delay_minutes', 0):g} min after enrolment{paused}; "
+                  "`revenue-asi tick touch-orchestrator` does it now", highlight=False)
+
+
+@app.command("demo")
+def demo_command(
+    seconds: float = typer.Option(40.0, "--seconds", min=1, help="Stop after this long (sooner if every cadence ends)."),
+    leads: int = typer.Option(8, "--leads", min=1, max=200, help="How many leads the demo campaign has."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (the view goes "
+                                                      "to stderr)."),
+) -> None:
+    """The whole system live: embedded PostgreSQL (or DATABASE_URL), migrations, a fresh demo account on SANDBOX
+    providers (loopback fakes; some answers fail on purpose), a voice → whatsapp → sms → email campaign with
+    cooldowns of seconds and simulated replies, and the daemon running in this process."""
+    from listener.demo import run_demo
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    view_console = err_console if as_json else console
+    summary = run_async(lambda: run_demo(url, seconds=seconds, n_leads=leads, console=view_console))
+    if as_json:
+        print_json(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

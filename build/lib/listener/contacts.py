@@ -1,0 +1,58 @@
+"""Contact values are never trusted (SPEC §3): normalise them, and fail the touch clearly when invalid."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from listener.errors import TouchFailure
+
+_PHONE_PREFIXES = ("whatsapp:", "tel:")
+
+
+def normalise_phone(raw: str | None, default_region: str) -> str:
+    """Return ``raw`` as E.164 (``+14155550100``), or raise a permanent TouchFailure.
+
+    National numbers are read in ``default_region``; ``00``-prefixed international numbers, spaces,
+    dashes, dots and parentheses are accepted.
+    """
+    value = (raw or "").strip()
+    for prefix in _PHONE_PREFIXES:
+        if value.lower().startswith(prefix):
+            value = value[len(prefix):].strip()
+    if not value:
+        raise TouchFailure("no_phone", "lead has no phone number")
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        parsed = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise TouchFailure("invalid_phone", f"cannot read {raw!r} as a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise TouchFailure(
+            "invalid_phone", f"{raw!r} is not a valid phone number (read with default region {default_region})"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str | None) -> str:
+    """Return ``raw`` stripped, with its domain lower-cased, or raise a permanent TouchFailure.
+
+    Only plausibility is checked (one ``@``, a local part, a dotted domain, no whitespace); the provider
+    is the judge of deliverability.
+    """
+    value = (raw or "").strip()
+    if not value:
+        raise TouchFailure("no_email", "lead has no email address")
+    local, at, domain = value.rpartition("@")
+    labels = domain.split(".")
+    plausible = (
+        at == "@"
+        and "@" not in local
+        and bool(local)
+        and len(labels) >= 2
+        and all(labels)
+        and not any(ch.isspace() for ch in value)
+    )
+    if not plausible:
+        raise TouchFailure("invalid_email", f"{raw!r} is not an email address")
+    return f"{local}@{domain.lower()}"

@@ -1,0 +1,473 @@
+"""`revenue-asi demo`: the whole system on one machine, live (SPEC §10, the README's main job).
+
+Embedded PostgreSQL (or DATABASE_URL), migrations, a fresh demo account whose providers are the SANDBOX fakes of
+Twilio and ElasticEmail (loopback, in this process; some answers fail on purpose), one campaign of several leads
+with a voice → whatsapp → sms → email plan and cooldowns of seconds, simulated replies for some leads — then the
+real daemon (dispatch, reactions, sweep, touch orchestrator) runs in-process while a live view shows touches being
+sent, failing, switching channel and stopping. Ends after ``--seconds`` or when every cadence has ended, with a
+summary table. Without a terminal it prints a plain event log instead of the live table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from listener.daemon import Daemon
+from listener.database import DatabaseError, connect, migrate
+from listener.jobs import periodic_jobs
+from listener.providers.sandbox import SandboxProviders
+from listener.settings import Settings, load_settings
+
+ACCOUNT_PREFIX = "Revenue ASI demo"
+CHANNELS = ("voice", "whatsapp", "sms", "email")
+SYMBOL = {"sent": "✓", "failed": "✗", "canceled": "⊘", "queued": "…", "scheduled": "…", "processing": "→"}
+STOP_TYPES = ("reply_positive", "reply_negative", "appointment_booked", "do_not_contact", "unsubscribe")
+SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "fallback_decision", "cadence_completed",
+                "cadence_stopped", "orchestrator_skipped") + STOP_TYPES
+POLL_S = 0.4
+
+STEP1_PLAN = {"order": ["voice", "whatsapp", "sms", "email"],
+              "max_attempts": {"voice": 1, "whatsapp": 2, "sms": 1, "email": 1},
+              "cooldown_minutes": {"voice": 0, "whatsapp": 0.04, "sms": 0, "email": 0}}  # 0.04 min = 2.4 s
+STEP2_PLAN = {"order": ["email"], "max_attempts": {"email": 1}, "cooldown_minutes": {"email": 0}}
+
+
+@dataclass(frozen=True)
+class Persona:
+    full_name: str
+    scenario: str
+    phone: str | None
+    email: str | None
+    provider_rule: str | None = None  # a SANDBOX answer for this lead's phone / email
+    rule_on: str = "phone"
+    reply: str | None = None  # an inbound event the demo simulates …
+    reply_after_sent: int = 0  # … once this many of the lead's touches were sent
+
+
+def personas(n: int) -> list[Persona]:
+    base = [
+        Persona("Ana Perez", "replies positive after 2 touches", "+14155550101", "ana@demo.example",
+                reply="reply_positive", reply_after_sent=2),
+        Persona("Bruno Diaz", "unsubscribes after the first touch", "+14155550102", "bruno@demo.example",
+                reply="unsubscribe", reply_after_sent=1),
+        Persona("Carla Gomez", "invalid number at Twilio (21211): switches to email", "+14155550103",
+                "carla@demo.example", provider_rule="error:400:21211"),
+        Persona("Diego Ruiz", "no phone on file: phone channels skipped", None, "diego@demo.example"),
+        Persona("Elena Soto", "books an appointment after 3 touches", "+14155550105", "elena@demo.example",
+                reply="appointment_booked", reply_after_sent=3),
+        Persona("Fer Lopez", "never answers: full cadence, both steps", "+14155550106", "fer@demo.example"),
+        Persona("Gabi Torres", "replies negative after 4 touches", "+14155550107", "gabi@demo.example",
+                reply="reply_negative", reply_after_sent=4),
+        Persona("Hugo Vega", "email bounces at ElasticEmail (400)", "+14155550108", "hugo@demo.example",
+                provider_rule="error:400", rule_on="email"),
+    ]
+    out = base[:n]
+    for i in range(len(base), n):
+        out.append(Persona(f"Lead {i + 1:02d}", "never answers: full cadence", f"+1415555{1000 + i:04d}",
+                           f"lead{i + 1:02d}@demo.example"))
+    return out
+
+
+def step_payload(step: int) -> dict[str, Any]:
+    if step == 1:
+        body = "Hola {first_name}, soy Marta de Sonrisa Dental. ¿Te viene bien una revisión gratuita esta semana?"
+        plan, primary, subject = STEP1_PLAN, "voice", "Tu revisión gratuita"
+    else:
+        body = "Hola {first_name}, te dejo el enlace para reservar cuando quieras: https://demo.invalid/reservar"
+        plan, primary, subject = STEP2_PLAN, "email", "Reserva tu cita"
+    return {"message_class": "cold_outreach",
+            "routing": {"primary_channel": primary, "current_channel": primary, "fallback": plan,
+                        "stop_on_events": ["reply_positive", "appointment_booked", "do_not_contact"]},
+            "delivery": {"language": "es", "body": body, "variables": {},
+                         "channel_overrides": {"email": {"subject": subject}}},
+            "provider": {"forced_provider": None, "forced_sender_id": None},
+            "meta": {"dry_run": False, "debug_tag": "demo", "created_by": "revenue-asi demo"}}
+
+
+@dataclass
+class DemoWorld:
+    account_id: uuid.UUID
+    account_name: str
+    campaign_id: uuid.UUID
+    leads: dict[uuid.UUID, Persona]
+    replied: set[uuid.UUID] = field(default_factory=set)
+
+
+async def seed(conn: asyncpg.Connection, people: list[Persona]) -> DemoWorld:
+    name = f"{ACCOUNT_PREFIX} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} {uuid.uuid4().hex[:6]}"
+    async with conn.transaction():
+        account_id = await conn.fetchval("insert into accounts (name) values ($1) returning id", name)
+        for channel, provider, config in (
+                ("voice", "twilio", {"from": "+15005550006"}), ("sms", "twilio", {"from": "+15005550006"}),
+                ("whatsapp", "twilio", {"from": "whatsapp:+14155238886"}),
+                ("email", "elasticemail", {"from_email": "marta@sonrisa-dental.demo", "from_name": "Sonrisa Dental"})):
+            await conn.execute("insert into account_provider_settings (account_id, channel, provider, is_default, config)"
+                               " values ($1, $2, $3, true, $4)", account_id, channel, provider, config)
+        campaign_id = await conn.fetchval(
+            "insert into campaigns (account_id, name, status, message_class) values ($1, $2, 'active', 'cold_outreach')"
+            " returning id", account_id, "Revisión gratuita (demo)")
+        await conn.execute("insert into campaign_steps (campaign_id, step, delay_minutes, payload) values"
+                           " ($1, 1, 0, $2), ($1, 2, 0.08, $3)", campaign_id, step_payload(1), step_payload(2))
+        leads = {}
+        for p in people:
+            lead_id = await conn.fetchval(
+                "insert into leads (account_id, full_name, phone, email, timezone) values ($1, $2, $3, $4,"
+                " 'Europe/Madrid') returning id", account_id, p.full_name, p.phone, p.email)
+            leads[lead_id] = p
+    return DemoWorld(account_id, name, campaign_id, leads)
+
+
+async def foreign_open_work(conn: asyncpg.Connection) -> int:
+    """Open touches or active cadences of accounts that are not demo accounts: the demo's daemon would hand
+    them to the SANDBOX providers, so the demo refuses to run on such a database."""
+    return await conn.fetchval(
+        """select (select count(*) from touch_runs t join accounts a on a.id = t.account_id
+                   where t.status in ('queued', 'scheduled', 'processing') and a.name not like $1)
+                + (select count(*) from campaign_leads cl join campaigns c on c.id = cl.campaign_id
+                   join accounts a on a.id = c.account_id
+                   where cl.status = 'active' and c.status = 'active' and a.name not like $1)""",
+        ACCOUNT_PREFIX + "%")
+
+
+# --- what the view shows ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    touches: dict[uuid.UUID, list[asyncpg.Record]]
+    cadences: dict[uuid.UUID, asyncpg.Record]
+    last_event: dict[uuid.UUID, asyncpg.Record]
+    totals: dict[str, int]
+    decisions: dict[str, int]
+
+    def ended(self, world: DemoWorld) -> bool:
+        return (len(self.cadences) == len(world.leads)
+                and all(c["status"] in ("completed", "stopped") for c in self.cadences.values())
+                and not any(t["status"] in ("queued", "scheduled", "processing")
+                            for rows in self.touches.values() for t in rows))
+
+
+async def snapshot(conn: asyncpg.Connection, world: DemoWorld) -> Snapshot:
+    touches: dict[uuid.UUID, list[asyncpg.Record]] = {lead: [] for lead in world.leads}
+    for row in await conn.fetch("select lead_id, step, channel, status, error from touch_runs where account_id = $1"
+                                " order by created_at, id", world.account_id):
+        touches[row["lead_id"]].append(row)
+    cadences = {r["lead_id"]: r for r in await conn.fetch(
+        "select lead_id, status, current_step, stop_reason from campaign_leads where campaign_id = $1",
+        world.campaign_id)}
+    last_event = {r["lead_id"]: r for r in await conn.fetch(
+        "select distinct on (lead_id) lead_id, event_type, channel, payload, created_at from core_memory_events"
+        " where lead_id = any($1::uuid[]) and event_type = any($2::text[]) order by lead_id, created_at desc, id desc",
+        list(world.leads), list(SHOWN_EVENTS))}
+    totals: dict[str, int] = {}
+    for rows in touches.values():
+        for t in rows:
+            totals[t["status"]] = totals.get(t["status"], 0) + 1
+    decisions = {r["d"]: r["n"] for r in await conn.fetch(
+        "select payload->>'decision' as d, count(*)::int as n from core_memory_events where lead_id = any($1::uuid[])"
+        " and event_type = 'fallback_decision' group by 1", list(world.leads))}
+    return Snapshot(touches, cadences, last_event, totals, decisions)
+
+
+def describe_event(e: asyncpg.Record | dict[str, Any]) -> str:
+    p = e["payload"] or {}
+    kind = e["event_type"]
+    if kind == "touch_sent":
+        return f"sent on {e['channel']}"
+    if kind == "touch_failed":
+        return f"{e['channel']} failed: {p.get('error_code')} ({p.get('failure_class')})"
+    if kind == "touch_canceled":
+        return f"{e['channel']} touch canceled: {p.get('reason')}"
+    if kind == "fallback_decision":
+        d = p.get("decision")
+        if d == "switch_channel":
+            skipped = f" (skipping {', '.join(p['skipped_channels'])})" if p.get("skipped_channels") else ""
+            return f"decision: switch {p.get('current_channel')} → {p.get('next_channel')}{skipped}"
+        if d == "retry_same_channel":
+            return f"decision: retry {p.get('current_channel')}"
+        if d == "wait_cooldown":
+            return f"decision: wait cooldown on {p.get('current_channel')}"
+        return f"decision: stop ({p.get('stop_reason')})"
+    if kind == "cadence_completed":
+        return f"cadence completed (step {p.get('step')})"
+    if kind == "cadence_stopped":
+        return f"cadence stopped: {p.get('reason')}"
+    if kind == "orchestrator_skipped":
+        return f"orchestrator skipped: {p.get('reason')}"
+    return f"inbound {kind} (simulated)"
+
+
+def attempts_cell(rows: list[asyncpg.Record]) -> Text:
+    text = Text()
+    for channel in CHANNELS:
+        marks = "".join(SYMBOL.get(t["status"], "?") for t in rows if t["channel"] == channel)
+        if not marks:
+            continue
+        if text:
+            text.append("  ")
+        style = "red" if "✗" in marks else "green" if "✓" in marks else "yellow"
+        text.append(f"{channel} ", style="bold")
+        text.append(marks, style=style)
+    return text
+
+
+def live_table(world: DemoWorld, snap: Snapshot, elapsed: float, sandbox_url: str, requests: int) -> Group:
+    header = Text.assemble(
+        ("SANDBOX", "bold black on yellow"), f" providers (fake Twilio + ElasticEmail) at {sandbox_url} · ",
+        (f"{elapsed:4.1f}s", "bold"), f" · sandbox requests {requests} · touches ",
+        (f"sent {snap.totals.get('sent', 0)}", "green"), " · ", (f"failed {snap.totals.get('failed', 0)}", "red"),
+        " · ", (f"canceled {snap.totals.get('canceled', 0)}", "yellow"), " · decisions ",
+        ", ".join(f"{k} {v}" for k, v in sorted(snap.decisions.items())) or "-")
+    table = Table(expand=True)
+    for col in ("lead", "scenario", "step", "now on", "attempts (✓ sent ✗ failed ⊘ canceled … pending)",
+                "last event", "cadence"):
+        table.add_column(col, overflow="fold")
+    for lead_id, person in world.leads.items():
+        rows = snap.touches.get(lead_id, [])
+        cadence = snap.cadences.get(lead_id)
+        latest = rows[-1] if rows else None
+        event = snap.last_event.get(lead_id)
+        state = "-" if cadence is None else cadence["status"] + (f" ({cadence['stop_reason']})"
+                                                                  if cadence["stop_reason"] else "")
+        style = {"completed": "green", "stopped": "red", "active": "cyan"}.get(cadence["status"] if cadence else "", "")
+        table.add_row(person.full_name, person.scenario, str(cadence["current_step"]) if cadence else "-",
+                      f"{latest['channel']} {latest['status']}" if latest else "-", attempts_cell(rows),
+                      describe_event(event) if event else "-", Text(state, style=style))
+    return Group(header, table)
+
+
+def summary_tables(snap: Snapshot, by_channel: dict[str, dict[str, int]]) -> Group:
+    channels = Table(title="touches by channel")
+    channels.add_column("channel")
+    for status in ("sent", "failed", "canceled", "open"):
+        channels.add_column(status, justify="right")
+    for channel in CHANNELS:
+        counts = by_channel.get(channel, {})
+        channels.add_row(channel, *(str(counts.get(s, 0)) for s in ("sent", "failed", "canceled", "open")))
+    totals = {s: sum(c.get(s, 0) for c in by_channel.values()) for s in ("sent", "failed", "canceled", "open")}
+    channels.add_row("total", *(str(totals[s]) for s in ("sent", "failed", "canceled", "open")), style="bold")
+    decisions = Table(title="fallback decisions")
+    decisions.add_column("decision")
+    decisions.add_column("n", justify="right")
+    for d, n in sorted(snap.decisions.items()):
+        decisions.add_row(d, str(n))
+    cadences = Table(title="cadences")
+    cadences.add_column("outcome")
+    cadences.add_column("n", justify="right")
+    done: dict[str, int] = {}
+    for c in snap.cadences.values():
+        key = c["status"] + (f" ({c['stop_reason']})" if c["status"] == "stopped" and c["stop_reason"] else "")
+        done[key] = done.get(key, 0) + 1
+    for key, n in sorted(done.items()):
+        cadences.add_row(key, str(n))
+    return Group(channels, decisions, cadences)
+
+
+async def wind_down(conn: asyncpg.Connection, world: DemoWorld) -> int:
+    """Time is up: pause the demo campaign (the orchestrator leaves it alone) and cancel the demo account's open
+    touches with their touch_canceled events, so a later daemon never sends them. Returns how many were canceled."""
+    async with conn.transaction():
+        await conn.execute("update campaigns set status = 'paused' where id = $1 and exists (select 1 from"
+                           " campaign_leads where campaign_id = $1 and status = 'active')", world.campaign_id)
+        return len(await conn.fetch(
+            """with canceled as (
+                 update touch_runs set status = 'canceled', error = 'canceled: demo_ended', locked_by = null,
+                        locked_until = null, updated_at = now()
+                 where account_id = $1 and status in ('queued', 'scheduled', 'processing')
+                 returning id, lead_id, channel, campaign_id, step)
+               insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
+               select lead_id, 'touch_canceled', 'demo', channel, 'internal',
+                      jsonb_build_object('touch_run_id', id, 'campaign_id', campaign_id, 'step', step,
+                                         'reason', 'demo_ended')
+               from canceled returning id""", world.account_id))
+
+
+async def channel_counts(conn: asyncpg.Connection, world: DemoWorld) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch("select channel, case when status in ('queued', 'scheduled', 'processing') then 'open'"
+                              " else status end as s, count(*)::int as n from touch_runs where account_id = $1"
+                              " group by 1, 2", world.account_id):
+        out.setdefault(r["channel"], {})[r["s"]] = r["n"]
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def demo_settings(fake: SandboxProviders, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"sweep_interval_s": 1.0, "orchestrator_interval_s": 1.0,
+                              "reactivation_interval_s": 3600.0, "lease_s": 15.0, "provider_timeout_s": 5.0,
+                              "shutdown_grace_s": 5.0, "dry_run": False, "qa_sink_phone": None,
+                              "qa_sink_email": None, "worker_id": f"demo-{uuid.uuid4().hex[:6]}"}
+    values.update(fake.settings_overrides())
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Snapshot) -> list[tuple[uuid.UUID, str]]:
+    """Insert the inbound events the personas send, once their touch count is reached (as another system would)."""
+    done = []
+    for lead_id, person in world.leads.items():
+        if person.reply is None or lead_id in world.replied:
+            continue
+        sent = sum(1 for t in snap.touches.get(lead_id, []) if t["status"] == "sent")
+        if sent >= person.reply_after_sent:
+            await conn.execute(
+                "insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload,"
+                " score_delta) values ($1, $2, 'demo_simulated_reply', $3, 'inbound', $4, $5)",
+                lead_id, person.reply, "whatsapp" if person.reply != "unsubscribe" else "email",
+                {"text": "(simulated by revenue-asi demo)"}, 10 if person.reply in ("reply_positive",
+                                                                                      "appointment_booked") else -5)
+            world.replied.add(lead_id)
+            done.append((lead_id, person.reply))
+    return done
+
+
+async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console: Console | None = None,
+                   live: bool | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    console = console or Console(soft_wrap=not sys.stdout.isatty())
+    live = console.is_terminal if live is None else live
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+        foreign = await foreign_open_work(conn)
+        if foreign:
+            raise DatabaseError(
+                f"this database has {foreign} open touch(es) or active cadence(s) of non-demo accounts; the demo's "
+                "daemon would hand them to the SANDBOX providers. Run the demo on the embedded database "
+                "(unset DATABASE_URL) or on an empty one.")
+        people = personas(n_leads)
+        world = await seed(conn, people)
+    finally:
+        await conn.close()
+
+    async with SandboxProviders() as fake:
+        for lead_id, person in world.leads.items():
+            if person.provider_rule:
+                target = person.phone if person.rule_on == "phone" else person.email
+                if target:
+                    fake.rule(to=target, mode=person.provider_rule)
+        settings = demo_settings(fake, **(settings_overrides or {}))
+        console.print(Text.assemble(("SANDBOX", "bold black on yellow"),
+                                    f" providers: fake Twilio + ElasticEmail on {fake.base_url} (loopback, this "
+                                    "process) — nothing reaches a real provider; some answers fail on purpose"))
+        console.print(f"demo account: {world.account_name} ({world.account_id}) · campaign "
+                      f"{world.campaign_id} · {len(world.leads)} leads · plan voice → whatsapp → sms → email, "
+                      "then an email step 5 s later", highlight=False)
+        daemon = Daemon(settings, url, periodic_jobs=periodic_jobs(settings))
+        task = asyncio.create_task(daemon.run())
+        ready = asyncio.create_task(daemon.ready.wait())
+        await asyncio.wait({task, ready}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        console.print(f"daemon {daemon.worker_id} running (dispatch, reactions, sweep, touch orchestrator every "
+                      f"{settings.orchestrator_interval_s:g}s); enrolling leads…", highlight=False)
+        started = time.monotonic()
+        conn = await connect(url)
+        try:
+            snap = await _drive(conn, world, daemon, fake, console, live, started, seconds)
+        finally:
+            daemon.request_stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, timeout=30)
+            if not ready.done():
+                ready.cancel()
+            try:
+                left = await wind_down(conn, world)
+                snap = await snapshot(conn, world)
+                by_channel = await channel_counts(conn, world)
+            finally:
+                await conn.close()
+        elapsed = time.monotonic() - started
+        requests = len(fake.requests)
+
+    ended = snap.ended(world)
+    console.print(f"\n[bold]demo {'finished: every cadence ended' if ended else 'stopped: time is up'}[/] after "
+                  f"{elapsed:.1f}s · {requests} SANDBOX provider request(s)", highlight=False)
+    if left:
+        console.print(f"the demo campaign is paused and its {left} open touch(es) canceled (reason demo_ended), so "
+                      "no later daemon sends them", highlight=False)
+    console.print(summary_tables(snap, by_channel))
+    completed = sum(1 for c in snap.cadences.values() if c["status"] == "completed")
+    stopped = sum(1 for c in snap.cadences.values() if c["status"] == "stopped")
+    summary = {
+        "account_id": str(world.account_id), "account_name": world.account_name, "campaign_id": str(world.campaign_id),
+        "leads": len(world.leads), "elapsed_s": round(elapsed, 1), "all_ended": ended,
+        "sandbox_requests": requests, "touches_by_channel": by_channel, "decisions": dict(sorted(snap.decisions.items())),
+        "cadences_completed": completed, "cadences_stopped": stopped,
+        "cadences_active": len(world.leads) - completed - stopped,
+    }
+    console.print(f"cadences completed {completed} · stopped {stopped} · still active "
+                  f"{summary['cadences_active']}", highlight=False)
+    console.print(f"inspect a lead: revenue-asi lead inspect {next(iter(world.leads))} · "
+                  "queue and jobs: revenue-asi status", highlight=False)
+    return summary
+
+
+async def _drive(conn: asyncpg.Connection, world: DemoWorld, daemon: Daemon, fake: SandboxProviders,
+                 console: Console, live: bool, started: float, seconds: float) -> Snapshot:
+    to_enroll = list(world.leads)
+    next_enroll = started
+    seen: set[uuid.UUID] = set()
+    names = {lead: p.full_name for lead, p in world.leads.items()}
+    width = max(len(n) for n in names.values())
+    recent: deque[str] = deque(maxlen=10)
+    view: Live | None = None
+
+    def log(lead_id: uuid.UUID, text: str) -> None:
+        line = f"{time.monotonic() - started:6.1f}s  {names[lead_id]:<{width}}  {text}"
+        if view is None:
+            console.print(line, highlight=False, markup=False)
+        else:
+            recent.append(line)
+
+    def render(snap: Snapshot) -> Group:
+        table = live_table(world, snap, time.monotonic() - started, fake.base_url, len(fake.requests))
+        return Group(table, Panel("\n".join(recent) or "…", title="latest events", title_align="left"))
+
+    snap = await snapshot(conn, world)
+    try:
+        if live:
+            view = Live(render(snap), console=console, refresh_per_second=8, transient=False)
+            view.__enter__()
+        while True:
+            now = time.monotonic()
+            if to_enroll and now >= next_enroll:
+                lead_id = to_enroll.pop(0)
+                await conn.execute("insert into campaign_leads (campaign_id, lead_id) values ($1, $2)",
+                                   world.campaign_id, lead_id)
+                next_enroll = now + 0.6
+                log(lead_id, "enrolled in the campaign (the touch orchestrator creates step 1)")
+            snap = await snapshot(conn, world)
+            for lead_id, reply in await simulate_replies(conn, world, snap):
+                log(lead_id, f"<- simulated inbound {reply}")
+            for e in await conn.fetch(
+                    "select id, lead_id, event_type, channel, payload from core_memory_events"
+                    " where lead_id = any($1::uuid[]) and event_type = any($2::text[])"
+                    " and not (id = any($3::uuid[])) order by created_at, id",
+                    list(world.leads), [t for t in SHOWN_EVENTS if t not in STOP_TYPES], list(seen)):
+                seen.add(e["id"])
+                log(e["lead_id"], describe_event(e))
+            if view is not None:
+                view.update(render(snap))
+            if (not to_enroll and snap.ended(world)) or now - started >= seconds:
+                return snap
+            await asyncio.sleep(POLL_S)  # a display refresh, not synchronisation
+    finally:
+        if view is not None:
+            view.__exit__(None, None, None)

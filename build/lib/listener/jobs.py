@@ -1,0 +1,101 @@
+"""Jobs that run on an interval inside the daemon and on demand with `revenue-asi tick JOB`; each run writes a
+job_runs row with its counts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from listener.daemon import PeriodicJob
+from listener.database import create_pool
+from listener.dispatcher import Dispatcher
+from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
+from listener.providers.base import build_providers, close_providers
+from listener.queries import Q
+from listener.settings import Settings
+from listener.sweeper import sweep_once
+
+JobFn = Callable[[asyncpg.Pool, Settings, bool, int | None], Awaitable[dict[str, Any]]]
+
+
+async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit: int | None) -> dict[str, Any]:
+    """One sweep, then dispatch what is due (a tick has no daemon to wake)."""
+    if dry_run:
+        async with pool.acquire() as conn:
+            due = await conn.fetchval(Q.count_due_touches)
+        return {"due_touches": due, "dry_run": True}
+    stats = (await sweep_once(pool)).as_dict()
+    providers = build_providers(settings)
+    dispatcher = Dispatcher(pool, settings, providers, f"tick-sweep-{int(time.time())}")
+    remaining = limit
+    try:
+        while remaining is None or remaining > 0:
+            batch = settings.claim_batch if remaining is None else min(remaining, settings.claim_batch)
+            async with pool.acquire() as conn:
+                ids = await dispatcher.claim(conn, batch)
+            if not ids:
+                break
+            await dispatcher.process(ids, time.monotonic())
+            if remaining is not None:
+                remaining -= len(ids)
+    finally:
+        await close_providers(providers)
+    stats["dispatched"] = {"claimed": dispatcher.stats.claimed, "sent": dispatcher.stats.sent,
+                           "failed": dispatcher.stats.failed, "canceled": dispatcher.stats.canceled}
+    stats["after_dispatch"] = (await sweep_once(pool)).as_dict()
+    return stats
+
+
+JOBS: dict[str, JobFn] = {"sweep": sweep_job, TOUCH_ORCHESTRATOR: touch_orchestrator_job,
+                          REACTIVATION: reactivation_job}
+
+
+async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry_run: bool,
+                         stats: dict[str, Any], error: str | None) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(Q.insert_job_run, job, started_at, dry_run, json.loads(json.dumps(stats, default=str)),
+                           error)
+
+
+async def run_job_on_pool(pool: asyncpg.Pool, settings: Settings, job: str, *, dry_run: bool = False,
+                          limit: int | None = None) -> dict[str, Any]:
+    started_at = datetime.now(UTC)
+    try:
+        stats = await JOBS[job](pool, settings, dry_run, limit)
+    except Exception as exc:
+        await record_job_run(pool, job, started_at, dry_run, {}, f"{type(exc).__name__}: {exc}")
+        raise
+    await record_job_run(pool, job, started_at, dry_run, stats, None)
+    return stats
+
+
+async def run_job(settings: Settings, url: str, job: str, *, dry_run: bool = False,
+                  limit: int | None = None) -> dict[str, Any]:
+    from listener.database import connect, migrate
+
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await create_pool(url, min_size=1, max_size=4)
+    try:
+        return await run_job_on_pool(pool, settings, job, dry_run=dry_run, limit=limit)
+    finally:
+        await pool.close()
+
+
+def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
+    """The orchestrators, on their intervals (the sweep has its own loop in the daemon). Each run takes the job's
+    advisory lock, so with many daemons one instance runs at a time; each writes a job_runs row."""
+
+    def runner(name: str) -> Callable[[asyncpg.Pool], Awaitable[dict[str, Any]]]:
+        return lambda pool: run_job_on_pool(pool, settings, name)
+
+    return [PeriodicJob(TOUCH_ORCHESTRATOR, settings.orchestrator_interval_s, runner(TOUCH_ORCHESTRATOR)),
+            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION))]

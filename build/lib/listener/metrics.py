@@ -1,0 +1,31 @@
+"""Prometheus metrics of the daemon, served on REVENUE_ASI_METRICS_PORT when set (prometheus-client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+TOUCHES = Counter("revenue_asi_touches", "Touches that reached a terminal status", ["outcome"])
+FAILURES = Counter("revenue_asi_touch_failures", "Failed touches by error code", ["error_code"])
+DECISIONS = Counter("revenue_asi_fallback_decisions", "Fallback decisions taken", ["decision"])
+IN_FLIGHT = Gauge("revenue_asi_sends_in_flight", "Claimed touches not yet completed by this daemon")
+RECONNECTS = Counter("revenue_asi_listen_reconnects", "LISTEN connection re-established")
+
+
+def serve(port: int | None) -> None:
+    if port is not None:
+        start_http_server(port, addr="127.0.0.1")
+
+
+def count_outcomes(outcomes: Iterable[tuple[str, str | None]]) -> None:
+    """(status, error_code) pairs of completed touches."""
+    for status, error_code in outcomes:
+        TOUCHES.labels(status).inc()
+        if status == "failed":
+            FAILURES.labels(error_code or "unknown").inc()
+
+
+def count_decisions(decisions: Mapping[str, int]) -> None:
+    for decision, n in decisions.items():
+        DECISIONS.labels(decision).inc(n)

@@ -1,0 +1,158 @@
+"""ElasticEmail driver: v4 transactional API for email (SPEC §6), over one keep-alive httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+import httpx
+
+from listener.errors import ProviderError
+from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
+
+_ADDRESS_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def from_header(address: str, name: str | None) -> str:
+    """``Name <from@x>`` (the name quoted when it needs to be), or the bare address."""
+    if not name or not name.strip():
+        return address
+    name = " ".join(name.split())
+    if any(ch in _ADDRESS_SPECIALS for ch in name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
+
+
+class ElasticEmailProvider:
+    """Sends email touches through ElasticEmail's ``POST /v4/emails/transactional``."""
+
+    name: Literal["elasticemail"] = "elasticemail"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = "https://api.elasticemail.com",
+        timeout_s: float = 15.0,
+        connection_limit: int = 32,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._connection_limit = connection_limit
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"ElasticEmailProvider(base_url={self._base_url!r})"
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers={"X-ElasticEmail-ApiKey": self._api_key, "User-Agent": "revenue-asi"},
+                limits=httpx.Limits(
+                    max_connections=self._connection_limit, max_keepalive_connections=self._connection_limit
+                ),
+                timeout=httpx.Timeout(self._timeout_s),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and not self._client.is_closed:
+            await self._client.aclose()
+        self._client = None
+
+    def request_body(self, message: OutboundMessage) -> dict[str, Any]:
+        if message.channel != "email":
+            raise ProviderError("unsupported_channel", f"ElasticEmail does not send {message.channel}", "permanent")
+        if not message.sender:
+            raise ProviderError("no_sender", "no from_email for email (account config or forced_sender_id)", "permanent")
+        return {
+            "Recipients": {"To": [message.to]},
+            "Content": {
+                "From": from_header(message.sender, message.sender_name),
+                "Subject": message.subject or "",
+                "Body": [{"ContentType": "PlainText", "Charset": "utf-8", "Content": message.body}],
+                "Postback": str(message.touch_run_id),
+            },
+        }
+
+    async def send(self, message: OutboundMessage, *, deadline: float) -> SendResult:
+        body = json.dumps(self.request_body(message), ensure_ascii=False).encode()
+
+        async def attempt(timeout: float) -> SendResult:
+            return await self._post(body, timeout)
+
+        return await send_with_retries(attempt, deadline=deadline, timeout_s=self._timeout_s)
+
+    async def _post(self, body: bytes, timeout: float) -> SendResult:
+        client = self._get_client()
+        # httpx has no total timeout: bound the whole request with asyncio, and watch httpcore's trace to
+        # know whether the request had started going out when time ran out.
+        sending = False
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            nonlocal sending
+            if event.endswith("send_request_headers.started"):
+                sending = True
+
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.post(
+                    "/v4/emails/transactional",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=httpx.Timeout(timeout),
+                    extensions={"trace": trace},
+                )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise self._unreachable(exc) from None
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if not sending:
+                raise self._unreachable(exc) from None
+            raise ProviderError(
+                "outcome_unknown",
+                f"ElasticEmail did not answer within {timeout:.2f}s; the email may have been accepted",
+                "transient",
+            ) from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                "outcome_unknown",
+                self._clean(f"connection to ElasticEmail failed mid-request ({type(exc).__name__}: {exc}); the email may have been accepted"),
+                "transient",
+            ) from None
+        return self._result(response)
+
+    def _unreachable(self, exc: BaseException) -> ProviderError:
+        detail = str(exc) or type(exc).__name__
+        return ProviderError(
+            "provider_unreachable", self._clean(f"cannot connect to ElasticEmail: {detail}"), "transient", retryable=True
+        )
+
+    def _clean(self, text: str) -> str:
+        return scrub(text, (self._api_key,))
+
+    def _result(self, response: httpx.Response) -> SendResult:
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        data: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        status = response.status_code
+        if 200 <= status < 300:
+            message_id = data.get("MessageID") or data.get("TransactionID")
+            if not isinstance(message_id, str) or not message_id:
+                raise ProviderError(
+                    "outcome_unknown", f"ElasticEmail answered {status} without a MessageID; the email may have been accepted", "transient"
+                )
+            return SendResult(provider="elasticemail", provider_message_id=message_id)
+
+        text = data.get("Error")
+        reason = self._clean(f"ElasticEmail {status}: {text if isinstance(text, str) and text else response.text[:200]}")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            raise ProviderError("rate_limited", reason, "transient", retryable=True, retry_after=retry_after, http_status=status)
+        if status >= 500:
+            raise ProviderError(f"http_{status}", reason, "transient", retryable=True, retry_after=retry_after, http_status=status)
+        raise ProviderError(f"http_{status}", reason, "permanent", http_status=status)

@@ -1,0 +1,655 @@
+"""SANDBOX providers: loopback fakes of Twilio and ElasticEmail that speak the real API shapes.
+
+Nothing here ever reaches a real provider. One aiohttp server answers, on one port:
+
+* Twilio ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``.../Calls.json`` (Basic auth, form fields,
+  Twilio-shaped JSON answers and error bodies: ``{"code", "message", "more_info", "status"}``);
+* ElasticEmail ``POST /v4/emails/transactional`` (``X-ElasticEmail-ApiKey``, JSON in, ``{"TransactionID",
+  "MessageID"}`` out, errors as ``{"Error": ...}``);
+* a control API under ``/_sandbox/`` for out-of-process use (the demo, the benchmark).
+
+Every request is recorded (:class:`RecordedRequest`). Answers are programmable: a default mode, rules by
+recipient, one-shot scripted answers, a service time, and seeded random fault injection. Modes:
+``ok``, ``error:<http_status>[:<twilio_code>]``, ``rate_limit[:<retry_after_s>]``, ``server_error[:<status>]``,
+``hang`` (never answers until the server stops).
+
+Tests use it in-process::
+
+    async with SandboxProviders(account_sid="ACtest", auth_token="tok", api_key="key") as fake:
+        settings = load_settings(**fake.settings_overrides())
+
+and it runs standalone: ``python -m listener.providers.sandbox --port 8765 --account-sid ACtest ...``.
+Every answer carries the header ``X-Sandbox: revenue-asi``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hmac
+import json
+import random
+import re
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+SANDBOX_HEADER = {"X-Sandbox": "revenue-asi"}
+TWILIO_PREFIX = "/2010-04-01/Accounts/{sid}"
+EMAIL_PATH = "/v4/emails/transactional"
+_E164_TO = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
+_REDACTED_HEADERS = frozenset({"authorization", "x-elasticemail-apikey"})
+
+RequestKind = Literal["sms", "whatsapp", "voice", "email"]
+ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang"]
+
+_TWILIO_MESSAGES = {
+    20003: "Authenticate",
+    20404: "The requested resource was not found",
+    20429: "Too Many Requests",
+    20500: "Internal Server Error",
+    21211: "The 'To' number {to} is not a valid phone number.",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}.",
+    21610: "Attempt to send to unsubscribed recipient",
+    21614: "'To' number {to} is not a valid mobile number",
+}
+
+
+class ModeError(ValueError):
+    """A mode string that the sandbox does not understand."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    kind: ModeKind
+    status: int = 200
+    code: int | None = None
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "error":
+            return f"error:{self.status}" + (f":{self.code}" if self.code is not None else "")
+        if self.kind == "rate_limit":
+            return f"rate_limit:{self.retry_after:g}"
+        if self.kind == "server_error":
+            return f"server_error:{self.status}"
+        return self.kind
+
+
+def parse_mode(text: str | Mode) -> Mode:
+    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang``."""
+    if isinstance(text, Mode):
+        return text
+    name, _, rest = str(text).strip().partition(":")
+    args = rest.split(":") if rest else []
+    try:
+        if name == "ok" and not args:
+            return Mode("ok")
+        if name == "hang" and not args:
+            return Mode("hang")
+        if name == "error" and 1 <= len(args) <= 2:
+            status = int(args[0])
+            if not 400 <= status <= 599:
+                raise ModeError(f"error status must be 4xx or 5xx, got {status}")
+            return Mode("error", status, int(args[1]) if len(args) == 2 else None)
+        if name == "rate_limit" and len(args) <= 1:
+            retry_after = float(args[0]) if args else 1.0
+            if retry_after < 0:
+                raise ModeError("rate_limit retry_after must be >= 0")
+            return Mode("rate_limit", 429, 20429, retry_after)
+        if name == "server_error" and len(args) <= 1:
+            return Mode("server_error", int(args[0]) if args else 500, 20500)
+    except ValueError as exc:
+        if isinstance(exc, ModeError):
+            raise
+        raise ModeError(f"bad sandbox mode {text!r}: {exc}") from None
+    raise ModeError(
+        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang)"
+    )
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """One request as the sandbox received it (secret header values redacted)."""
+
+    index: int
+    received_at_wall: float
+    received_at_mono: float
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]  # form fields (Twilio) or the JSON document (ElasticEmail)
+    kind: RequestKind
+    to: str | None
+    touch_run_id: str | None = None  # ElasticEmail Content.Postback
+    authorized: bool = False
+    status: int | None = None  # what the sandbox answered; None while pending or for a hang
+    answer: str | None = None  # the mode that produced the answer
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _recipient_key(to: str | None) -> str:
+    value = (to or "").strip().lower()
+    return value[len("whatsapp:"):] if value.startswith("whatsapp:") else value
+
+
+def _json(status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers={**SANDBOX_HEADER, **(headers or {})},
+    )
+
+
+def _twilio_date() -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+
+
+def _retry_after_header(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _twilio_error(status: int, code: int | None, to: str | None = None, message: str | None = None) -> web.Response:
+    code = code if code is not None else (20500 if status >= 500 else None)
+    text = message or _TWILIO_MESSAGES.get(code or 0, f"SANDBOX scripted error {status}").format(to=to)
+    body = {
+        "code": code,
+        "message": text,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}" if code else None,
+        "status": status,
+    }
+    return _json(status, body)
+
+
+class SandboxProviders:
+    """The SANDBOX Twilio + ElasticEmail fake; an async context manager listening on loopback."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str = "ACsandbox00000000000000000000000000",
+        auth_token: str = "sandbox-auth-token",
+        api_key: str = "sandbox-api-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        mode: str = "ok",
+        delay_ms: float = 0.0,
+        fault_rate: float = 0.0,
+        seed: int | None = 0,
+        fault_retry_after_s: float = 1.0,
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self._api_key = api_key
+        self._twilio_auth = "Basic " + base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self.host = host
+        self._port = port
+        self.requests: list[RecordedRequest] = []
+        self._mode = parse_mode(mode)
+        self._rules: dict[str, Mode] = {}
+        self._script: deque[Mode] = deque()
+        self.delay_ms = 0.0
+        self.fault_rate = 0.0
+        self.fault_retry_after_s = fault_retry_after_s
+        self._rng = random.Random(seed)
+        self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stopping: asyncio.Event | None = None
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(TWILIO_PREFIX + "/Messages.json", self._messages)
+        app.router.add_post(TWILIO_PREFIX + "/Calls.json", self._calls)
+        app.router.add_post(EMAIL_PATH, self._email)
+        app.router.add_get("/_sandbox/health", self._ctl_health)
+        app.router.add_get("/_sandbox/requests", self._ctl_requests)
+        app.router.add_post("/_sandbox/mode", self._ctl_mode)
+        app.router.add_post("/_sandbox/reset", self._ctl_reset)
+        return app
+
+    async def start(self) -> str:
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._port, reuse_address=True)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self._port = port
+        self.base_url = f"http://{host}:{port}"
+        return self.base_url
+
+    async def close(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()  # wakes `hang` handlers so shutdown never waits on them
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("the sandbox was closed"))
+        self._waiters.clear()
+
+    async def __aenter__(self) -> SandboxProviders:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def settings_overrides(self) -> dict[str, Any]:
+        """``load_settings(**fake.settings_overrides())`` points both drivers at this sandbox."""
+        return {
+            "twilio_account_sid": self.account_sid,
+            "twilio_auth_token": self._auth_token,
+            "twilio_base_url": self.base_url,
+            "elasticemail_api_key": self._api_key,
+            "elasticemail_base_url": self.base_url,
+        }
+
+    # --- behaviour -----------------------------------------------------------------------------------
+
+    def set_mode(
+        self,
+        mode: str | None = None,
+        *,
+        delay_ms: float | None = None,
+        fault_rate: float | None = None,
+        seed: int | None = None,
+        fault_retry_after_s: float | None = None,
+    ) -> None:
+        """Change the default answer and/or the service time and fault injection."""
+        if mode is not None:
+            self._mode = parse_mode(mode)
+        if delay_ms is not None:
+            if delay_ms < 0:
+                raise ModeError("delay_ms must be >= 0")
+            self.delay_ms = float(delay_ms)
+        if fault_rate is not None:
+            if not 0.0 <= fault_rate <= 1.0:
+                raise ModeError("fault_rate must be within [0, 1]")
+            self.fault_rate = float(fault_rate)
+        if seed is not None:
+            self._rng = random.Random(seed)
+        if fault_retry_after_s is not None:
+            if fault_retry_after_s < 0:
+                raise ModeError("fault_retry_after_s must be >= 0")
+            self.fault_retry_after_s = float(fault_retry_after_s)
+
+    @property
+    def mode(self) -> str:
+        return str(self._mode)
+
+    def rule(self, *, to: str, mode: str | None) -> None:
+        """Answer requests for recipient ``to`` with ``mode`` (None removes the rule)."""
+        key = _recipient_key(to)
+        if mode is None:
+            self._rules.pop(key, None)
+        else:
+            self._rules[key] = parse_mode(mode)
+
+    def script(self, *modes: str) -> None:
+        """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
+        self._script.extend(parse_mode(m) for m in modes)
+
+    def reset(self) -> None:
+        """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
+        self.requests.clear()
+        self._rules.clear()
+        self._script.clear()
+        self._mode = Mode("ok")
+        self.delay_ms = 0.0
+        self.fault_rate = 0.0
+
+    async def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Wait until at least ``n`` requests were recorded; TimeoutError after ``timeout`` seconds."""
+        if len(self.requests) < n:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (n, waiter)
+            self._waiters.append(entry)
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            finally:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+        return self.requests[:]
+
+    def _choose(self, to: str | None) -> Mode:
+        if self._script:
+            return self._script.popleft()
+        if self._rules:
+            ruled = self._rules.get(_recipient_key(to))
+            if ruled is not None:
+                return ruled
+        mode = self._mode
+        if mode.kind == "ok" and self.fault_rate > 0 and self._rng.random() < self.fault_rate:
+            pick = self._rng.randrange(3)
+            if pick == 0:
+                return Mode("server_error", 500, 20500)
+            if pick == 1:
+                return Mode("rate_limit", 429, 20429, self.fault_retry_after_s)
+            return Mode("hang")
+        return mode
+
+    # --- request handling ----------------------------------------------------------------------------
+
+    def _record(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        kind: RequestKind,
+        to: str | None,
+        authorized: bool,
+        touch_run_id: str | None = None,
+    ) -> RecordedRequest:
+        headers = {
+            k: ("***" if k.lower() in _REDACTED_HEADERS else v) for k, v in request.headers.items()
+        }
+        rec = RecordedRequest(
+            index=len(self.requests),
+            received_at_wall=time.time(),
+            received_at_mono=time.monotonic(),
+            method=request.method,
+            path=request.path,
+            headers=headers,
+            body=body,
+            kind=kind,
+            to=to,
+            touch_run_id=touch_run_id,
+            authorized=authorized,
+        )
+        self.requests.append(rec)
+        if self._waiters:
+            count = len(self.requests)
+            for n, waiter in self._waiters:
+                if count >= n and not waiter.done():
+                    waiter.set_result(None)
+        return rec
+
+    async def _answer(
+        self,
+        request: web.Request,
+        rec: RecordedRequest,
+        mode: Mode,
+        ok: Callable[[], web.Response],
+        error: Callable[[Mode], web.Response],
+    ) -> web.StreamResponse:
+        if self.delay_ms > 0:
+            await asyncio.sleep(self.delay_ms / 1000)
+        rec.answer = str(mode)
+        if mode.kind == "hang":
+            assert self._stopping is not None
+            await self._stopping.wait()
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=503, headers=SANDBOX_HEADER)
+        response = ok() if mode.kind == "ok" else error(mode)
+        rec.status = response.status
+        return response
+
+    def _finish(self, rec: RecordedRequest, response: web.Response) -> web.Response:
+        rec.status = response.status
+        return response
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._twilio(request, "Messages")
+
+    async def _calls(self, request: web.Request) -> web.StreamResponse:
+        return await self._twilio(request, "Calls")
+
+    async def _twilio(self, request: web.Request, resource: Literal["Messages", "Calls"]) -> web.StreamResponse:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        to = form.get("To")
+        kind: RequestKind = "voice" if resource == "Calls" else (
+            "whatsapp" if (to or "").startswith("whatsapp:") else "sms"
+        )
+        authorized = hmac.compare_digest(request.headers.get("Authorization", ""), self._twilio_auth)
+        rec = self._record(request, form, kind, to, authorized)
+        if not authorized:
+            return self._finish(rec, _twilio_error(401, 20003))
+        if request.match_info["sid"] != self.account_sid:
+            return self._finish(rec, _twilio_error(404, 20404))
+        problem = self._twilio_problem(resource, form)
+        if problem is not None:
+            return self._finish(rec, _twilio_error(400, problem[0], to, problem[1]))
+
+        def ok() -> web.Response:
+            return _json(201, self._twilio_resource(resource, form))
+
+        def error(mode: Mode) -> web.Response:
+            headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
+            response = _twilio_error(mode.status, mode.code, to)
+            if headers:
+                response.headers.update(headers)
+            return response
+
+        return await self._answer(request, rec, self._choose(to), ok, error)
+
+    @staticmethod
+    def _twilio_problem(resource: str, form: Mapping[str, str]) -> tuple[int, str] | None:
+        to = form.get("To")
+        if resource == "Messages":
+            if not to:
+                return 21604, "A 'To' phone number is required."
+            if not form.get("Body") and not form.get("MediaUrl") and not form.get("ContentSid"):
+                return 21602, "Message body is required."
+            if not form.get("From") and not form.get("MessagingServiceSid"):
+                return 21603, "A 'From' phone number is required."
+        else:
+            if not to:
+                return 21201, "No 'To' number is specified"
+            if not form.get("From"):
+                return 21213, "No 'From' number is specified"
+            if not form.get("Twiml") and not form.get("Url"):
+                return 21205, "Url parameter is required."
+        if not _E164_TO.match(to):
+            return 21211, f"The 'To' number {to} is not a valid phone number."
+        return None
+
+    def _twilio_resource(self, resource: str, form: Mapping[str, str]) -> dict[str, Any]:
+        now = _twilio_date()
+        prefix = "SM" if resource == "Messages" else "CA"
+        sid = prefix + uuid.uuid4().hex
+        base = {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "date_created": now,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "status": "queued",
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "price": None,
+            "price_unit": "USD",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/{resource}/{sid}.json",
+            "sandbox": True,
+        }
+        if resource == "Messages":
+            base.update(
+                body=form.get("Body"),
+                messaging_service_sid=form.get("MessagingServiceSid"),
+                num_segments="1",
+                num_media="0",
+                date_sent=None,
+                error_code=None,
+                error_message=None,
+            )
+        else:
+            base.update(start_time=None, end_time=None, duration=None, answered_by=None)
+        return base
+
+    async def _email(self, request: web.Request) -> web.StreamResponse:
+        try:
+            document = await request.json()
+        except ValueError:
+            document = None
+        body: dict[str, Any] = document if isinstance(document, dict) else {}
+        recipients = body.get("Recipients") if isinstance(body.get("Recipients"), dict) else {}
+        content = body.get("Content") if isinstance(body.get("Content"), dict) else {}
+        to_list = recipients.get("To") if isinstance(recipients, dict) else None
+        to = to_list[0] if isinstance(to_list, list) and to_list and isinstance(to_list[0], str) else None
+        postback = content.get("Postback") if isinstance(content, dict) else None
+        authorized = hmac.compare_digest(request.headers.get("X-ElasticEmail-ApiKey", ""), self._api_key)
+        rec = self._record(
+            request, body, "email", to, authorized, postback if isinstance(postback, str) else None
+        )
+        if not authorized:
+            return self._finish(rec, _json(401, {"Error": "Access denied: invalid API key (SANDBOX)"}))
+        problem = self._email_problem(document, to_list, content)
+        if problem is not None:
+            return self._finish(rec, _json(400, {"Error": problem}))
+
+        def ok() -> web.Response:
+            return _json(200, {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True})
+
+        def error(mode: Mode) -> web.Response:
+            headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
+            text = {
+                "rate_limit": "Too many requests (SANDBOX)",
+                "server_error": "Internal server error (SANDBOX)",
+            }.get(mode.kind, f"SANDBOX scripted error {mode.status}" + (f" ({mode.code})" if mode.code else ""))
+            return _json(mode.status, {"Error": text}, headers)
+
+        return await self._answer(request, rec, self._choose(to), ok, error)
+
+    @staticmethod
+    def _email_problem(document: Any, to_list: Any, content: Any) -> str | None:
+        if not isinstance(document, dict):
+            return "Request body must be a JSON object"
+        if not isinstance(to_list, list) or not to_list or not all(isinstance(t, str) and "@" in t for t in to_list):
+            return "Recipients.To must list at least one email address"
+        if not isinstance(content, dict) or not content.get("From"):
+            return "Content.From is required"
+        parts = content.get("Body")
+        if not content.get("TemplateName") and (not isinstance(parts, list) or not parts):
+            return "Content.Body or Content.TemplateName is required"
+        return None
+
+    # --- control API -----------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sandbox": True,
+            "mode": str(self._mode),
+            "rules": {to: str(mode) for to, mode in self._rules.items()},
+            "script": [str(m) for m in self._script],
+            "delay_ms": self.delay_ms,
+            "fault_rate": self.fault_rate,
+            "fault_retry_after_s": self.fault_retry_after_s,
+            "requests": len(self.requests),
+        }
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        """Apply a control document: mode, rules ({to: mode} or [{to, mode}]), script, delay_ms,
+        fault_rate, seed, fault_retry_after_s, clear_rules."""
+        if config.get("clear_rules"):
+            self._rules.clear()
+        self.set_mode(
+            config.get("mode"),
+            delay_ms=config.get("delay_ms"),
+            fault_rate=config.get("fault_rate"),
+            seed=config.get("seed"),
+            fault_retry_after_s=config.get("fault_retry_after_s"),
+        )
+        rules = config.get("rules") or {}
+        items: Iterable[tuple[str, Any]] = (
+            rules.items() if isinstance(rules, dict) else ((r["to"], r.get("mode")) for r in rules)
+        )
+        for to, mode in items:
+            self.rule(to=to, mode=mode)
+        self.script(*(config.get("script") or []))
+
+    async def _ctl_health(self, request: web.Request) -> web.Response:
+        return _json(200, {"status": "ok", **self.describe()})
+
+    async def _ctl_requests(self, request: web.Request) -> web.Response:
+        try:
+            since = max(0, int(request.query.get("since", "0")))
+        except ValueError:
+            return _json(400, {"error": "since must be an integer"})
+        chosen = self.requests[since:]
+        return _json(200, {"sandbox": True, "next": since + len(chosen), "requests": [r.to_json() for r in chosen]})
+
+    async def _ctl_mode(self, request: web.Request) -> web.Response:
+        try:
+            config = await request.json()
+            if not isinstance(config, dict):
+                raise ModeError("body must be a JSON object")
+            self.configure(config)
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, self.describe())
+
+    async def _ctl_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return _json(200, self.describe())
+
+
+# --- standalone --------------------------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    sandbox = SandboxProviders(
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        mode=args.mode,
+        delay_ms=args.delay_ms,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with sandbox:
+        print(f"revenue-asi SANDBOX providers (fake Twilio + ElasticEmail) listening on {sandbox.base_url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m listener.providers.sandbox",
+        description="SANDBOX fakes of Twilio and ElasticEmail on one loopback port (never reaches a real provider).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--account-sid", default="ACsandbox00000000000000000000000000")
+    parser.add_argument("--auth-token", default="sandbox-auth-token")
+    parser.add_argument("--api-key", default="sandbox-api-key")
+    parser.add_argument("--mode", default="ok")
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except ModeError as exc:
+        parser.error(str(exc))
+
+
+if __name__ == "__main__":
+    main()

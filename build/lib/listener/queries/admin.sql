@@ -1,0 +1,54 @@
+-- Migrations and status (revenue-asi migrate / status).
+
+-- name: migrations_lock
+select pg_advisory_lock(hashtext('revenue_asi:migrate'))
+
+-- name: migrations_unlock
+select pg_advisory_unlock(hashtext('revenue_asi:migrate'))
+
+-- name: migrations_table
+create table if not exists schema_migrations (
+  name        text primary key,
+  checksum    text not null,
+  applied_at  timestamptz not null default now()
+)
+
+-- name: migrations_applied
+select name, checksum from schema_migrations
+
+-- name: migration_record
+insert into schema_migrations (name, checksum) values ($1, $2)
+on conflict (name) do update set checksum = excluded.checksum, applied_at = now()
+
+-- name: schema_version
+select coalesce(max(name) filter (where name ~ '^[0-9]'), 'none') as version,
+       count(*) filter (where name ~ '^[0-9]') as migrations
+from schema_migrations
+
+-- name: status_touch_counts
+select status, channel, count(*)::bigint as n from touch_runs group by status, channel order by status, channel
+
+-- name: status_events_last_hour
+select event_type, count(*)::bigint as n from core_memory_events
+where created_at > now() - interval '1 hour' group by event_type order by event_type
+
+-- name: status_queue
+select
+  count(*) filter (where status in ('queued', 'scheduled') and scheduled_at <= now())::bigint as due,
+  count(*) filter (where status = 'scheduled' and scheduled_at > now())::bigint                 as scheduled_later,
+  count(*) filter (where status = 'processing')::bigint                                         as processing,
+  extract(epoch from (now() - min(scheduled_at) filter (where status in ('queued', 'scheduled')
+                                                        and scheduled_at <= now())))::float8    as oldest_due_age_s,
+  (select count(*) from event_reactions)::bigint                                                as pending_reactions
+from touch_runs
+where status in ('queued', 'scheduled', 'processing')
+
+-- name: status_failures_last_hour
+select coalesce(e.payload->>'error_code', 'unknown') as error_code, count(*)::bigint as n
+from core_memory_events e
+where e.event_type = 'touch_failed' and e.created_at > now() - interval '1 hour'
+group by 1 order by n desc, 1
+
+-- name: status_last_job_runs
+select distinct on (job) job, started_at, finished_at, dry_run, stats, error
+from job_runs order by job, started_at desc

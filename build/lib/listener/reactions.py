@@ -1,0 +1,225 @@
+"""What the daemon does when an event lands (SPEC §7–§9): the fallback decision after every touch_sent /
+touch_failed, cancellations after stop events, and the cadence lifecycle. Every reaction runs in the transaction
+that takes its event_reactions row, so it happens exactly once even with many daemons, and replay reuses it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from listener.decision import decision_from_row
+from listener.payload import DEFAULT_STOP_EVENTS
+from listener.queries import Q
+
+log = logging.getLogger(__name__)
+
+TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
+SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
+ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
+
+
+@dataclass(frozen=True)
+class DecisionKey:
+    lead_id: UUID
+    campaign_id: UUID | None
+    step: int
+    latest_touch_id: UUID  # act only if this is still the newest touch of the key
+
+
+@dataclass
+class ReactionStats:
+    events: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+    touches_created: int = 0
+    touches_canceled: int = 0
+    superseded: int = 0
+    cadences_completed: int = 0
+    cadences_stopped: int = 0
+    steps_advanced: int = 0
+
+    def add(self, other: ReactionStats) -> None:
+        for name in ("events", "touches_created", "touches_canceled", "superseded", "cadences_completed",
+                     "cadences_stopped", "steps_advanced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for decision, n in other.decisions.items():
+            self.decisions[decision] = self.decisions.get(decision, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "decisions": dict(self.decisions), "touches_created": self.touches_created,
+                "touches_canceled": self.touches_canceled, "superseded": self.superseded,
+                "cadences_completed": self.cadences_completed, "cadences_stopped": self.cadences_stopped,
+                "steps_advanced": self.steps_advanced}
+
+
+def decision_event(row: asyncpg.Record, trigger_event_id: UUID | None) -> dict[str, Any]:
+    """The fallback_decision event payload: the decision (listener.decision's form) and the key it is for."""
+    return {
+        **decision_from_row(row).event_payload(),
+        "lead_id": str(row["lead_id"]),
+        "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None,
+        "step": row["step"],
+        "trigger_event_id": str(trigger_event_id) if trigger_event_id else None,
+    }
+
+
+async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
+                         trigger_events: Sequence[UUID | None] | None = None) -> ReactionStats:
+    """Run the SQL decision for each key and act on it. Must run inside a transaction."""
+    stats = ReactionStats()
+    if not keys:
+        return stats
+    triggers = list(trigger_events) if trigger_events is not None else [None] * len(keys)
+    rows = await conn.fetch(Q.decide_for_keys, [k.lead_id for k in keys], [k.campaign_id for k in keys],
+                            [k.step for k in keys], None)
+    by_key = {(r["lead_id"], r["campaign_id"], r["step"]): r for r in rows}
+    events: list[dict[str, Any]] = []
+    follow_ups: list[tuple[UUID, str]] = []
+    cooldowns: list[tuple[UUID, UUID | None, int, UUID, datetime]] = []
+    cadence_events: list[dict[str, Any]] = []
+    seen: set[UUID] = set()
+    for key, trigger in zip(keys, triggers):
+        row = by_key.get((key.lead_id, key.campaign_id, key.step))
+        if row is None or row["latest_touch_id"] != key.latest_touch_id or key.latest_touch_id in seen:
+            stats.superseded += 1  # a newer touch exists: its own outcome will decide
+            continue
+        seen.add(key.latest_touch_id)
+        decision = row["decision"]
+        stats.decisions[decision] = stats.decisions.get(decision, 0) + 1
+        events.append(decision_event(row, trigger))
+        if decision in ("retry_same_channel", "switch_channel"):
+            follow_ups.append((key.latest_touch_id, row["next_channel"]))
+        elif decision == "wait_cooldown":
+            cooldowns.append((key.lead_id, key.campaign_id, key.step, key.latest_touch_id, row["cooldown_until"]))
+        elif decision == "stop" and key.campaign_id is not None:
+            await _end_step(conn, key, row["stop_reason"] or "", stats, cadence_events)
+    if events:
+        await conn.execute(Q.insert_decision_events, events)
+    if follow_ups:
+        created = await conn.fetch(Q.insert_follow_up_touches, [f[0] for f in follow_ups], [f[1] for f in follow_ups])
+        stats.touches_created += len(created)
+    if cooldowns:
+        await conn.execute(Q.upsert_pending_cooldowns, *[list(column) for column in zip(*cooldowns)])
+    if cadence_events:
+        await conn.execute(Q.insert_cadence_events, cadence_events)
+    return stats
+
+
+async def _end_step(conn: asyncpg.Connection, key: DecisionKey, stop_reason: str, stats: ReactionStats,
+                    cadence_events: list[dict[str, Any]]) -> None:
+    if stop_reason in ADVANCING_STOPS:
+        advanced = await conn.fetchrow(Q.advance_campaign_lead, key.lead_id, key.campaign_id, key.step)
+        if advanced is None:
+            return
+        if advanced["next_step"] is None:
+            stats.cadences_completed += 1
+            cadence_events.append({"event_type": "cadence_completed", "lead_id": str(key.lead_id),
+                                   "campaign_id": str(key.campaign_id), "step": key.step,
+                                   "campaign_lead_id": str(advanced["id"])})
+        else:
+            stats.steps_advanced += 1
+            created = await conn.fetchval(Q.insert_step_touch, key.campaign_id, key.lead_id, advanced["next_step"],
+                                          await conn.fetchval("select now()"))
+            stats.touches_created += 1 if created else 0
+        return
+    reason = stop_reason or "stop"
+    for stopped in await conn.fetch(Q.stop_campaign_leads, key.lead_id, [key.campaign_id], reason, None):
+        stats.cadences_stopped += 1
+        cadence_events.append({"event_type": "cadence_stopped", "lead_id": str(key.lead_id),
+                               "campaign_id": str(stopped["campaign_id"]), "step": stopped["current_step"],
+                               "campaign_lead_id": str(stopped["id"]), "reason": reason})
+
+
+async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id: UUID, event_type: str,
+                              event_at: datetime) -> ReactionStats:
+    """Cancel the lead's open touches this event stops and stop its campaign leads (SPEC §8). Suppression stops
+    everything; another stop event only what had begun before it (it may be handled late, after downtime)."""
+    stats = ReactionStats()
+    suppression = event_type in SUPPRESSION_EVENTS
+    reason = f"suppressed:{event_type}" if suppression else f"stop_event:{event_type}"
+    canceled = await conn.fetch(Q.cancel_open_touches, lead_id, event_type, reason, suppression, event_id, event_at)
+    stats.touches_canceled += len(canceled)
+    if suppression or event_type in DEFAULT_STOP_EVENTS:
+        campaigns: list[UUID] | None = None  # all of the lead's campaign leads
+    else:
+        campaigns = sorted({r["campaign_id"] for r in canceled if r["campaign_id"] is not None})
+        if not campaigns:
+            return stats
+    cadence_events = []
+    enrolled_before = None if suppression else event_at
+    for stopped in await conn.fetch(Q.stop_campaign_leads, lead_id, campaigns, event_type, enrolled_before):
+        stats.cadences_stopped += 1
+        cadence_events.append({"event_type": "cadence_stopped", "lead_id": str(lead_id),
+                               "campaign_id": str(stopped["campaign_id"]), "step": stopped["current_step"],
+                               "campaign_lead_id": str(stopped["id"]), "reason": event_type,
+                               "event_id": str(event_id)})
+    if cadence_events:
+        await conn.execute(Q.insert_cadence_events, cadence_events)
+    return stats
+
+
+async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Record]) -> ReactionStats:
+    """React to a batch of core_memory_events rows (id, lead_id, event_type, payload), in order. In a transaction."""
+    stats = ReactionStats()
+    outcome_events: list[asyncpg.Record] = []
+    for event in events:
+        stats.events += 1
+        if event["event_type"] in TOUCH_OUTCOMES:
+            outcome_events.append(event)
+        else:
+            stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
+                                                event["created_at"]))
+    touch_ids: list[UUID] = []
+    for event in outcome_events:
+        try:
+            touch_ids.append(UUID(str((event["payload"] or {}).get("touch_run_id"))))
+        except ValueError:
+            log.warning("event %s has no valid payload.touch_run_id; no decision", event["id"])
+    if touch_ids:
+        keys_by_touch = {r["touch_run_id"]: r for r in await conn.fetch(Q.touch_keys, touch_ids)}
+        keys, triggers = [], []
+        for event, touch_id in zip(outcome_events, touch_ids):
+            key = keys_by_touch.get(touch_id)
+            if key is None or not key["is_latest"] or key["has_open"]:
+                stats.superseded += 1
+                continue
+            keys.append(DecisionKey(key["lead_id"], key["campaign_id"], key["step"], touch_id))
+            triggers.append(event["id"])
+        stats.add(await decide_and_act(conn, keys, triggers))
+    return stats
+
+
+async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
+                 act: Callable[[asyncpg.Connection, list[asyncpg.Record]], Awaitable[ReactionStats]]) -> ReactionStats:
+    """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left."""
+    total = ReactionStats()
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(take_query, batch)
+            if not rows:
+                return total
+            total.add(await act(conn, rows))
+
+
+async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
+    """Take and perform pending reactions until none are left."""
+
+    async def act(conn: asyncpg.Connection, events: list[asyncpg.Record]) -> ReactionStats:
+        return await react_to_events(conn, sorted(events, key=lambda e: e["created_at"]))
+
+    return await _drain(pool, Q.take_reactions, batch, act)
+
+
+async def drain_due_cooldowns(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
+    """Re-decide keys whose cooldown has ended."""
+
+    async def act(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> ReactionStats:
+        keys = [DecisionKey(r["lead_id"], r["campaign_id"], r["step"], r["latest_touch_id"]) for r in rows]
+        return await decide_and_act(conn, keys)
+
+    return await _drain(pool, Q.take_due_cooldowns, batch, act)

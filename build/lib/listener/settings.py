@@ -1,0 +1,120 @@
+"""Every environment variable the daemon reads, in one place (SPEC §10)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A bad environment value; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    database_url: str | None = Field(None, repr=False, validation_alias=AliasChoices("DATABASE_URL"))
+    home: Path = Field(Path(".revenue-asi"), validation_alias=AliasChoices("REVENUE_ASI_HOME"))
+
+    twilio_account_sid: str | None = Field(None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: SecretStr | None = Field(None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN"))
+    twilio_base_url: str = Field("https://api.twilio.com", validation_alias=AliasChoices("TWILIO_BASE_URL"))
+    elasticemail_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("ELASTICEMAIL_API_KEY"))
+    elasticemail_base_url: str = Field(
+        "https://api.elasticemail.com", validation_alias=AliasChoices("ELASTICEMAIL_BASE_URL")
+    )
+
+    qa_sink_phone: str | None = Field(None, validation_alias=AliasChoices("QA_SINK_PHONE"))
+    qa_sink_email: str | None = Field(None, validation_alias=AliasChoices("QA_SINK_EMAIL"))
+    dry_run: bool = Field(False, validation_alias=AliasChoices("DRY_RUN"))
+
+    sweep_interval_s: float = Field(5.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_SWEEP_INTERVAL_S"))
+    orchestrator_interval_s: float = Field(
+        300.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_ORCHESTRATOR_INTERVAL_S")
+    )
+    reactivation_interval_s: float = Field(
+        1800.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_REACTIVATION_INTERVAL_S")
+    )
+    lease_s: float = Field(120.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_LEASE_S"))
+    concurrency: int = Field(32, ge=1, le=1024, validation_alias=AliasChoices("REVENUE_ASI_CONCURRENCY"))
+    claim_batch: int = Field(64, ge=1, le=5000, validation_alias=AliasChoices("REVENUE_ASI_CLAIM_BATCH"))
+    default_region: str = Field("US", min_length=2, max_length=2, validation_alias=AliasChoices("REVENUE_ASI_DEFAULT_REGION"))
+    provider_timeout_s: float = Field(15.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_PROVIDER_TIMEOUT_S"))
+    shutdown_grace_s: float = Field(10.0, ge=0, validation_alias=AliasChoices("REVENUE_ASI_SHUTDOWN_GRACE_S"))
+    worker_id: str | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_WORKER_ID"))
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("REVENUE_ASI_METRICS_PORT"))
+    log_level: str = Field("INFO", validation_alias=AliasChoices("REVENUE_ASI_LOG_LEVEL"))
+
+    @field_validator("qa_sink_phone")
+    @classmethod
+    def _qa_sink_phone_is_e164(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"not a phone number in E.164 form (+<country><number>): {exc}") from None
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError("not a valid phone number in E.164 form")
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("qa_sink_email")
+    @classmethod
+    def _qa_sink_email_has_at(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        local, _, domain = value.partition("@")
+        if not local or "." not in domain:
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def elasticemail_configured(self) -> bool:
+        return bool(self.elasticemail_api_key)
+
+    def secrets(self) -> list[str]:
+        """Secret values, for scrubbing anything that leaves the process."""
+        return [s.get_secret_value() for s in (self.twilio_auth_token, self.elasticemail_api_key) if s]
+
+
+_ENV_NAMES: dict[str, str] = {
+    name: (str(field.validation_alias.choices[0]) if isinstance(field.validation_alias, AliasChoices) else name)
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value raises SettingsError with one line naming the variable.
+
+    Overrides (tests, the demo, the bench) are given by field name, e.g. ``load_settings(lease_s=2)``.
+    """
+    by_env_name = {_ENV_NAMES.get(key, key): value for key, value in overrides.items()}
+    try:
+        return Settings(**by_env_name)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        env_name = _ENV_NAMES.get(field, field.upper())
+        given = first.get("input")
+        shown = "" if isinstance(given, dict) or env_name in ("TWILIO_AUTH_TOKEN", "ELASTICEMAIL_API_KEY") else f" (got {given!r})"
+        raise SettingsError(f"invalid {env_name}: {first['msg']}{shown}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,38 @@
+-- Events the daemon reacts to: its own touch outcomes (fallback decision) and inbound stop signals
+-- (cancellations). Each is filed in event_reactions in the same transaction, so nothing is lost while no
+-- daemon listens, and one constant NOTIFY per statement wakes the daemon.
+create or replace function core_memory_events_is_actionable(event_type text, direction text) returns boolean
+language sql immutable as $$
+  select event_type in ('touch_sent', 'touch_failed', 'reply_positive', 'reply_negative',
+                        'appointment_booked', 'do_not_contact', 'unsubscribe')
+      or direction = 'inbound'
+$$;
+
+create or replace function core_memory_events_file_reactions() returns trigger
+language plpgsql as $$
+begin
+  -- A stop signal waits for sends in flight to its lead (the dispatcher holds the lead FOR SHARE from its
+  -- re-check until the provider answered), so no touch is handed to a provider after this event commits.
+  perform 1 from leads l
+  where l.id in (select n.lead_id from new_rows n
+                 where core_memory_events_is_actionable(n.event_type, n.direction)
+                   and n.event_type not in ('touch_sent', 'touch_failed'))
+  order by l.id
+  for no key update;
+  insert into event_reactions (event_id, lead_id, event_type, created_at)
+  select n.id, n.lead_id, n.event_type, n.created_at
+  from new_rows n
+  where core_memory_events_is_actionable(n.event_type, n.direction)
+  on conflict (event_id) do nothing;
+  if found then
+    perform pg_notify('core_memory_events', 'wake');
+  end if;
+  return null;
+end;
+$$;
+
+drop trigger if exists core_memory_events_notify_insert on core_memory_events;
+create trigger core_memory_events_notify_insert
+  after insert on core_memory_events
+  referencing new table as new_rows
+  for each statement execute function core_memory_events_file_reactions();
