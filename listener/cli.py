@@ -183,6 +183,23 @@ def run_command() -> None:
     run_async(lambda: run_daemon(settings, url))
 
 
+@app.command("web")
+def web_command() -> None:
+    """Serve the HTTP application: provider webhooks, the dashboard, the JSON API and Command OS, health."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    from listener.web.app import UnsafeBindError, check_bind
+
+    try:
+        check_bind(settings, settings.http_host)
+    except UnsafeBindError as exc:
+        fail(str(exc))
+    url = url_or_exit(settings)
+    from listener.runner import run_web
+
+    run_async(lambda: run_web(settings, url))
+
+
 @app.command("tick")
 def tick_command(
     job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation"),
