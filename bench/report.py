@@ -37,7 +37,7 @@ def _throughput(section: dict[str, Any]) -> str:
 
 
 def _scale(section: dict[str, Any]) -> str:
-    names = ["decide", "decide_keys_64", "claim_64", "send_contexts_64", "expire_leases_idle", "expire_leases_100"]
+    names = ["decide", "decide_keys_64", "claim_64", "claim_with_context_64", "expire_leases_idle", "expire_leases_100"]
     rows = [[s["touch_runs"], s["events"], *(s[n]["median_ms"] for n in names)] for s in section["sizes"]]
     growth = section["growth"]["median_ratio"]
     rows.append([f"× from {section['growth']['from']}", "", *(f"×{growth.get(n, '-')}" for n in names)])

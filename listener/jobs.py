@@ -3,6 +3,7 @@ job_runs row with its counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from listener.daemon import PeriodicJob
+from listener.completer import Completer
 from listener.database import create_pool
 from listener.dispatcher import Dispatcher
 from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
@@ -24,26 +26,24 @@ JobFn = Callable[[asyncpg.Pool, Settings, bool, int | None], Awaitable[dict[str,
 
 
 async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit: int | None) -> dict[str, Any]:
-    """One sweep, then dispatch what is due (a tick has no daemon to wake)."""
+    """The daemon's sweep (listener/sweeper.py), then what a daemon would do next: dispatch what is due, and sweep
+    once more for the reactions the sends caused."""
     if dry_run:
         async with pool.acquire() as conn:
             due = await conn.fetchval(Q.count_due_touches)
         return {"due_touches": due, "dry_run": True}
     stats = (await sweep_once(pool)).as_dict()
     providers = build_providers(settings)
-    dispatcher = Dispatcher(pool, settings, providers, f"tick-sweep-{int(time.time())}")
-    remaining = limit
+    worker_id = f"tick-sweep-{int(time.time())}"
+    completer = Completer(pool, worker_id)
+    completer_stop = asyncio.Event()
+    completer_task = asyncio.create_task(completer.run(completer_stop))
+    dispatcher = Dispatcher(pool, settings, providers, worker_id, completer)
     try:
-        while remaining is None or remaining > 0:
-            batch = settings.claim_batch if remaining is None else min(remaining, settings.claim_batch)
-            async with pool.acquire() as conn:
-                ids = await dispatcher.claim(conn, batch)
-            if not ids:
-                break
-            await dispatcher.process(ids, time.monotonic())
-            if remaining is not None:
-                remaining -= len(ids)
+        await dispatcher.drain(limit)
     finally:
+        completer_stop.set()
+        await completer_task
         await close_providers(providers)
     stats["dispatched"] = {"claimed": dispatcher.stats.claimed, "sent": dispatcher.stats.sent,
                            "failed": dispatcher.stats.failed, "canceled": dispatcher.stats.canceled}

@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -101,6 +102,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+# Set by the dispatcher for each send: awaited before every retry (never before the first attempt); it raises to
+# stop the send when the touch may no longer go (a stop event or suppression committed since the claim).
+BEFORE_RETRY: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_retry", default=None)
+
+
 def deadline_passed() -> ProviderError:
     return ProviderError(
         "deadline_exceeded", "the claim's lease ends before the provider could be called", "transient"
@@ -145,7 +151,13 @@ async def send_with_retries(
     def stop(state: RetryCallState) -> bool:
         return state.attempt_number >= max_attempts or time.monotonic() + state.upcoming_sleep >= deadline
 
+    attempts = 0
+
     async def one_attempt() -> SendResult:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1 and (before_retry := BEFORE_RETRY.get()) is not None:
+            await before_retry()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise deadline_passed()

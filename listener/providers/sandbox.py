@@ -49,7 +49,7 @@ _E164_TO = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 _REDACTED_HEADERS = frozenset({"authorization", "x-elasticemail-apikey"})
 
 RequestKind = Literal["sms", "whatsapp", "voice", "email"]
-ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang"]
+ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang", "slow", "hold"]
 
 _TWILIO_MESSAGES = {
     20003: "Authenticate",
@@ -81,11 +81,14 @@ class Mode:
             return f"rate_limit:{self.retry_after:g}"
         if self.kind == "server_error":
             return f"server_error:{self.status}"
+        if self.kind == "slow":
+            return f"slow:{self.retry_after:g}"
         return self.kind
 
 
 def parse_mode(text: str | Mode) -> Mode:
-    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang``."""
+    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang`` ·
+    ``slow:2`` (answers ok after 2 s) · ``hold`` (answers ok once :meth:`SandboxProviders.release` is called)."""
     if isinstance(text, Mode):
         return text
     name, _, rest = str(text).strip().partition(":")
@@ -93,8 +96,13 @@ def parse_mode(text: str | Mode) -> Mode:
     try:
         if name == "ok" and not args:
             return Mode("ok")
-        if name == "hang" and not args:
-            return Mode("hang")
+        if name in ("hang", "hold") and not args:
+            return Mode(name)  # type: ignore[arg-type]
+        if name == "slow" and len(args) == 1:
+            seconds = float(args[0])
+            if seconds < 0:
+                raise ModeError("slow seconds must be >= 0")
+            return Mode("slow", retry_after=seconds)
         if name == "error" and 1 <= len(args) <= 2:
             status = int(args[0])
             if not 400 <= status <= 599:
@@ -112,7 +120,8 @@ def parse_mode(text: str | Mode) -> Mode:
             raise
         raise ModeError(f"bad sandbox mode {text!r}: {exc}") from None
     raise ModeError(
-        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang)"
+        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang"
+        " | slow:<s> | hold)"
     )
 
 
@@ -188,6 +197,7 @@ class SandboxProviders:
         fault_rate: float = 0.0,
         seed: int | None = 0,
         fault_retry_after_s: float = 1.0,
+        fault_hang_s: float | None = None,
     ) -> None:
         self.account_sid = account_sid
         self._auth_token = auth_token
@@ -202,6 +212,8 @@ class SandboxProviders:
         self.delay_ms = 0.0
         self.fault_rate = 0.0
         self.fault_retry_after_s = fault_retry_after_s
+        self.fault_hang_s = fault_hang_s  # None: a fault "hang" never answers; else it answers ok after this long
+        self._released = asyncio.Event()
         self._rng = random.Random(seed)
         self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -312,6 +324,10 @@ class SandboxProviders:
         """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
         self._script.extend(parse_mode(m) for m in modes)
 
+    def release(self) -> None:
+        """Answer every request held by the ``hold`` mode (and any that arrive in that mode later)."""
+        self._released.set()
+
     def reset(self) -> None:
         """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
         self.requests.clear()
@@ -348,7 +364,7 @@ class SandboxProviders:
                 return Mode("server_error", 500, 20500)
             if pick == 1:
                 return Mode("rate_limit", 429, 20429, self.fault_retry_after_s)
-            return Mode("hang")
+            return Mode("hang") if self.fault_hang_s is None else Mode("slow", retry_after=self.fault_hang_s)
         return mode
 
     # --- request handling ----------------------------------------------------------------------------
@@ -403,7 +419,11 @@ class SandboxProviders:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=503, headers=SANDBOX_HEADER)
-        response = ok() if mode.kind == "ok" else error(mode)
+        if mode.kind == "slow":
+            await asyncio.sleep(mode.retry_after or 0)
+        elif mode.kind == "hold":
+            await self._released.wait()
+        response = ok() if mode.kind in ("ok", "slow", "hold") else error(mode)
         rec.status = response.status
         return response
 
