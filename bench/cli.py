@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")
     p.add_argument("--chaos-rate", type=float, help="chaos: offered touches/s under load (default 200; --quick 100)")
     p.add_argument("--scenario-seconds", type=float, help="chaos: seconds of load per scenario (default 10; --quick 4)")
-    p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst"),
+    p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst", "fault_mix"),
                    help="chaos: run only these scenarios")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     return p

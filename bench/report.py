@@ -69,11 +69,13 @@ def _chaos(section: dict[str, Any]) -> str:
     for s in section["scenarios"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["failed_by_reason"].items())) or "-"
         notes = {k: s[k] for k in ("kills", "restart_s", "daemons", "fault_rate", "burst", "drain_s",
+                                   "slot_time_bound_s", "drain_over_bound", "within_limit",
                                    "daemons_died") if k in s and s[k] not in (None, 0)}
         rows.append([s["scenario"], s["offered"], s["sent"], s["failed"], reasons, s["canceled"], s["lost"],
                      s["sent_twice"], s["sent_not_received"],
                      " ".join(f"{k}={v}" for k, v in notes.items())])
-    verdict = "OK: 0 lost, 0 sent twice" if section["ok"] else "FAILED: see lost / sent twice"
+    verdict = ("OK: 0 lost, 0 sent twice, drains within their limits" if section["ok"]
+               else "FAILED: see lost / sent twice / within_limit")
     died = sum(s.get("daemons_died", 0) for s in section["scenarios"])
     if died:
         errors = sorted({e for s in section["scenarios"] for e in s.get("daemon_errors", [])})

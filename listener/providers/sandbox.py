@@ -289,8 +289,11 @@ class SandboxProviders:
         fault_rate: float | None = None,
         seed: int | None = None,
         fault_retry_after_s: float | None = None,
+        fault_hang_s: float | None = None,
+        fault_hang_forever: bool = False,
     ) -> None:
-        """Change the default answer and/or the service time and fault injection."""
+        """Change the default answer and/or the service time and fault injection (a fault "hang" answers ok after
+        ``fault_hang_s``, or never with ``fault_hang_forever``)."""
         if mode is not None:
             self._mode = parse_mode(mode)
         if delay_ms is not None:
@@ -307,6 +310,12 @@ class SandboxProviders:
             if fault_retry_after_s < 0:
                 raise ModeError("fault_retry_after_s must be >= 0")
             self.fault_retry_after_s = float(fault_retry_after_s)
+        if fault_hang_forever:
+            self.fault_hang_s = None
+        elif fault_hang_s is not None:
+            if fault_hang_s < 0:
+                raise ModeError("fault_hang_s must be >= 0")
+            self.fault_hang_s = float(fault_hang_s)
 
     @property
     def mode(self) -> str:
@@ -582,7 +591,7 @@ class SandboxProviders:
 
     def configure(self, config: Mapping[str, Any]) -> None:
         """Apply a control document: mode, rules ({to: mode} or [{to, mode}]), script, delay_ms,
-        fault_rate, seed, fault_retry_after_s, clear_rules."""
+        fault_rate, seed, fault_retry_after_s, fault_hang_s, fault_hang_forever, clear_rules."""
         if config.get("clear_rules"):
             self._rules.clear()
         self.set_mode(
@@ -591,6 +600,8 @@ class SandboxProviders:
             fault_rate=config.get("fault_rate"),
             seed=config.get("seed"),
             fault_retry_after_s=config.get("fault_retry_after_s"),
+            fault_hang_s=config.get("fault_hang_s"),
+            fault_hang_forever=bool(config.get("fault_hang_forever")),
         )
         rules = config.get("rules") or {}
         items: Iterable[tuple[str, Any]] = (
