@@ -19,6 +19,7 @@ from listener.dispatcher import Dispatcher
 from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
 from listener.providers.base import build_providers, close_providers
 from listener.queries import Q
+from listener.reconcile import reconcile_job
 from listener.settings import Settings
 from listener.sweeper import sweep_once
 
@@ -51,8 +52,9 @@ async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit
     return stats
 
 
+RECONCILE = "reconcile"
 JOBS: dict[str, JobFn] = {"sweep": sweep_job, TOUCH_ORCHESTRATOR: touch_orchestrator_job,
-                          REACTIVATION: reactivation_job}
+                          REACTIVATION: reactivation_job, RECONCILE: reconcile_job}
 
 
 async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry_run: bool,
@@ -63,14 +65,17 @@ async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry
 
 
 async def run_job_on_pool(pool: asyncpg.Pool, settings: Settings, job: str, *, dry_run: bool = False,
-                          limit: int | None = None) -> dict[str, Any]:
+                          limit: int | None = None, record_idle: bool = True) -> dict[str, Any]:
+    """One run of `job`, recorded in job_runs (unless it reports itself idle and `record_idle` is off: the
+    daemon's frequent reconcile runs leave a row only when they looked something up)."""
     started_at = datetime.now(UTC)
     try:
         stats = await JOBS[job](pool, settings, dry_run, limit)
     except Exception as exc:
         await record_job_run(pool, job, started_at, dry_run, {}, f"{type(exc).__name__}: {exc}")
         raise
-    await record_job_run(pool, job, started_at, dry_run, stats, None)
+    if record_idle or not stats.get("idle"):
+        await record_job_run(pool, job, started_at, dry_run, stats, None)
     return stats
 
 
@@ -95,7 +100,8 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     advisory lock, so with many daemons one instance runs at a time; each writes a job_runs row."""
 
     def runner(name: str) -> Callable[[asyncpg.Pool], Awaitable[dict[str, Any]]]:
-        return lambda pool: run_job_on_pool(pool, settings, name)
+        return lambda pool: run_job_on_pool(pool, settings, name, record_idle=name != RECONCILE)
 
     return [PeriodicJob(TOUCH_ORCHESTRATOR, settings.orchestrator_interval_s, runner(TOUCH_ORCHESTRATOR)),
-            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION))]
+            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION)),
+            PeriodicJob(RECONCILE, settings.reconcile_interval_s, runner(RECONCILE))]

@@ -42,11 +42,14 @@ async def expire_leases(pool: asyncpg.Pool, batch: int = 500) -> int:
             return total
 
 
-async def sweep_once(pool: asyncpg.Pool) -> SweepStats:
+async def sweep_once(pool: asyncpg.Pool, *, react: bool = True) -> SweepStats:
+    """Expire leases, then (`react`) drain what the reactions left; the daemon passes react=False and wakes its
+    reaction service instead, so the two never work the same backlog side by side."""
     stats = SweepStats()
     stats.leases_expired = await expire_leases(pool)
-    stats.reactions = await drain_reactions(pool)
-    stats.cooldowns = await drain_due_cooldowns(pool)
+    if react:
+        stats.reactions = await drain_reactions(pool)
+        stats.cooldowns = await drain_due_cooldowns(pool)
     return stats
 
 
@@ -63,7 +66,7 @@ class SweepService:
 
     async def step(self) -> float:
         started_at = datetime.now(UTC)
-        stats = await sweep_once(self.pool)
+        stats = await sweep_once(self.pool, react=False)
         self.last = stats
         if stats.did_work or time.monotonic() - self._last_recorded >= RECORD_EVERY_S:
             async with self.pool.acquire() as conn:

@@ -37,6 +37,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
 
@@ -214,6 +216,7 @@ class SandboxProviders:
         self.fault_retry_after_s = fault_retry_after_s
         self.fault_hang_s = fault_hang_s  # None: a fault "hang" never answers; else it answers ok after this long
         self._released = asyncio.Event()
+        self.created: dict[str, dict[str, Any]] = {}  # what the fake "accepted", by sid / TransactionID / MessageID
         self._rng = random.Random(seed)
         self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -228,6 +231,9 @@ class SandboxProviders:
         app.router.add_post(TWILIO_PREFIX + "/Messages.json", self._messages)
         app.router.add_post(TWILIO_PREFIX + "/Calls.json", self._calls)
         app.router.add_post(EMAIL_PATH, self._email)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}.json", self._twilio_list)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}/{resource_sid}.json", self._twilio_fetch)
+        app.router.add_get("/v4/events/{transaction}", self._email_events)
         app.router.add_get("/_sandbox/health", self._ctl_health)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_post("/_sandbox/mode", self._ctl_mode)
@@ -340,6 +346,7 @@ class SandboxProviders:
     def reset(self) -> None:
         """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
         self.requests.clear()
+        self.created.clear()
         self._rules.clear()
         self._script.clear()
         self._mode = Mode("ok")
@@ -428,11 +435,12 @@ class SandboxProviders:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=503, headers=SANDBOX_HEADER)
+        accepted = mode.kind in ("ok", "slow", "hold")
+        response = ok() if accepted else error(mode)  # a slow or held answer: accepted first, answered later
         if mode.kind == "slow":
             await asyncio.sleep(mode.retry_after or 0)
         elif mode.kind == "hold":
             await self._released.wait()
-        response = ok() if mode.kind in ("ok", "slow", "hold") else error(mode)
         rec.status = response.status
         return response
 
@@ -526,6 +534,7 @@ class SandboxProviders:
             )
         else:
             base.update(start_time=None, end_time=None, duration=None, answered_by=None)
+        self.created[sid] = {**base, "resource": resource}
         return base
 
     async def _email(self, request: web.Request) -> web.StreamResponse:
@@ -550,7 +559,11 @@ class SandboxProviders:
             return self._finish(rec, _json(400, {"Error": problem}))
 
         def ok() -> web.Response:
-            return _json(200, {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True})
+            sent = {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True}
+            event = {"TransactionID": sent["TransactionID"], "MsgID": sent["MessageID"], "EventType": "Submission",
+                     "EventDate": datetime.now(timezone.utc).isoformat(), "To": rec.to}
+            self.created[sent["TransactionID"]] = self.created[sent["MessageID"]] = event
+            return _json(200, sent)
 
         def error(mode: Mode) -> web.Response:
             headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
@@ -610,6 +623,56 @@ class SandboxProviders:
         for to, mode in items:
             self.rule(to=to, mode=mode)
         self.script(*(config.get("script") or []))
+
+    # --- look-ups (outcome_unknown reconciliation reads what the fake accepted) ------------------------------
+
+    def _lookup_allowed(self, request: web.Request) -> web.Response | None:
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), self._twilio_auth):
+            return _twilio_error(401, 20003)
+        if request.match_info["sid"] != self.account_sid:
+            return _twilio_error(404, 20404)
+        return None
+
+    async def _twilio_fetch(self, request: web.Request) -> web.Response:
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        found = self.created.get(request.match_info["resource_sid"])
+        if found is None or found.get("resource") != request.match_info["resource"]:
+            return _twilio_error(404, 20404)
+        return _json(200, {k: v for k, v in found.items() if k != "resource"})
+
+    async def _twilio_list(self, request: web.Request) -> web.Response:
+        """`Messages.json` / `Calls.json` with To, From and DateSent> / StartTime> (a date; `>=` accepted too)."""
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        resource = request.match_info["resource"]
+        query = request.query
+        since_key = "StartTime" if resource == "Calls" else "DateSent"
+        since = next((query[k] for k in (since_key + ">", since_key + ">=") if k in query), None)
+        items = []
+        for item in self.created.values():
+            if item.get("resource") != resource:
+                continue
+            if "To" in query and item.get("to") != query["To"]:
+                continue
+            if "From" in query and item.get("from") != query["From"]:
+                continue
+            created = parsedate_to_datetime(str(item["date_created"]))
+            if since is not None and created.date().isoformat() < since[:10]:
+                continue
+            items.append({k: v for k, v in item.items() if k != "resource"})
+        return _json(200, {resource.lower(): items, "page": 0, "page_size": len(items), "next_page_uri": None,
+                           "uri": request.path_qs})
+
+    async def _email_events(self, request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("X-ElasticEmail-ApiKey", ""), self._api_key):
+            return _json(401, {"Error": "Access denied"})
+        found = self.created.get(request.match_info["transaction"])
+        if found is None:
+            return _json(404, {"Error": "Not found"})
+        return web.json_response([found])
 
     async def _ctl_health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok", **self.describe()})
