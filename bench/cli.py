@@ -52,7 +52,8 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             "latency": lambda: latency.run(env, cfg["rates"], cfg["duration"]),
             "throughput": lambda: drain.run(env, cfg["drain_n"]),
             "scale": lambda: scale.run(env, cfg["scale_sizes"], cfg["scale_calls"]),
-            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput")),
+            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput"), latency=result.get("latency"),
+                                     latency_duration=cfg["duration"]),
             "limit": lambda: limit.run(env, cfg["limit_seconds"]),
             "chaos": lambda: chaos.run(env, **cfg["chaos"]),
         }

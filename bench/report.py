@@ -46,13 +46,22 @@ def _scale(section: dict[str, Any]) -> str:
 
 
 def _peer(section: dict[str, Any]) -> str:
-    rows = [["ours (1 daemon)", section["ours"]["touches_per_s"], section["ours"]["seconds"]],
-            ["pgqueuer (1 worker)", section["pgqueuer"]["touches_per_s"], section["pgqueuer"]["seconds"]],
-            ["ratio ours / pgqueuer", section["ratio"], ""]]
-    if "ratio_shipped_concurrency" in section:
-        rows.append(["ratio, ours at the shipped concurrency 32", section["ratio_shipped_concurrency"], ""])
-    return table(f"peer: drain of {section['touches']} touches, same server, same fake provider",
-                 ["consumer", "touches/s", "seconds"], rows)
+    lat = section.get("latency", {})
+    rows = [["ours (1 daemon, shipped defaults: concurrency 32)", section["ours"]["touches_per_s"],
+             section["ours"]["seconds"], lat.get("ours", {}).get("p50_ms"), lat.get("ours", {}).get("p99_ms")],
+            ["pgqueuer (1 worker, batch 16, 32 tasks: same settings)", section["pgqueuer"]["touches_per_s"],
+             section["pgqueuer"]["seconds"], lat.get("pgqueuer", {}).get("p50_ms"),
+             lat.get("pgqueuer", {}).get("p99_ms")],
+            ["pgqueuer (64 tasks, its faster setting)", section["pgqueuer_64_tasks"]["touches_per_s"],
+             section["pgqueuer_64_tasks"]["seconds"], "", ""],
+            ["ratio ours / pgqueuer (same settings)", section["ratio"], "", lat.get("p50_ratio_peer_over_ours"),
+             lat.get("p99_ratio_peer_over_ours")],
+            ["ratio ours / pgqueuer 64 tasks", section["ratio_vs_peer_64_tasks"], "", "", ""]]
+    if section.get("ratio_tuned") is not None:
+        rows.append(["ratio, ours tuned (concurrency 128) / pgqueuer", section["ratio_tuned"], "", "", ""])
+    return table(f"peer: drain of {section['touches']} touches and latency at {lat.get('rate')}/s, same server, "
+                 "same fake provider (latency ratios: peer / ours, > 1 = ours faster)",
+                 ["consumer", "touches/s", "seconds", "p50 ms", "p99 ms"], rows)
 
 
 def _limit(section: dict[str, Any]) -> str:

@@ -64,10 +64,18 @@ def test_bench_all_quick_has_every_field(tmp_path):
     has(result["scale"]["growth"], "from", "to", "median_ratio")
 
     peer = result["peer"]
-    has(peer, "ours", "pgqueuer", "ratio", "ratio_shipped_concurrency")
+    has(peer, "ours", "pgqueuer", "pgqueuer_64_tasks", "ratio", "ratio_vs_peer_64_tasks", "ratio_tuned", "latency")
     has(peer["pgqueuer"], "touches_per_s", "seconds", "sent", "sent_twice", "settings")
     assert peer["pgqueuer"]["sent"] == 200 and peer["pgqueuer"]["sent_twice"] == 0
-    assert peer["ratio"] > 0
+    assert peer["pgqueuer"]["settings"]["max_concurrent_tasks"] == 32  # the same as our shipped concurrency
+    assert peer["ours"]["concurrency"] == 32 if "concurrency" in peer["ours"] else peer["ours"]["settings"] == {}
+    assert peer["ratio"] > 0 and peer["ratio_vs_peer_64_tasks"] > 0
+    latency = peer["latency"]
+    assert latency["rate"] == 200.0
+    for side in ("ours", "pgqueuer"):
+        has(latency[side], "p50_ms", "p99_ms", "received")
+        assert latency[side]["received"] == 200
+    assert latency["p50_ratio_peer_over_ours"] > 0 and latency["p99_ratio_peer_over_ours"] > 0
 
     limit = result["limit"]
     has(limit, "one_per_transaction", "batched")
