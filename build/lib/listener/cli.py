@@ -44,8 +44,13 @@ def settings_or_exit() -> Settings:
         raise  # unreachable, for type checkers
 
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
+def run_async(make: Callable[[], Awaitable[T]], event_loop: str = "asyncio") -> T:
+    """Run a command's coroutine; the long-running ones (`run`, `web`) pass REVENUE_ASI_EVENT_LOOP (uvloop)."""
     try:
+        if event_loop == "uvloop":
+            import uvloop
+
+            return uvloop.run(make())  # type: ignore[arg-type]
         return asyncio.run(make())  # type: ignore[arg-type]
     except (DatabaseError, SettingsError) as exc:
         fail(str(exc))
@@ -180,12 +185,29 @@ def run_command() -> None:
     url = url_or_exit(settings)
     from listener.runner import run_daemon
 
-    run_async(lambda: run_daemon(settings, url))
+    run_async(lambda: run_daemon(settings, url), settings.event_loop)
+
+
+@app.command("web")
+def web_command() -> None:
+    """Serve the HTTP application: provider webhooks, the dashboard, the JSON API and Command OS, health."""
+    settings = settings_or_exit()
+    configure_logging(settings)
+    from listener.web.app import UnsafeBindError, check_bind
+
+    try:
+        check_bind(settings, settings.http_host)
+    except UnsafeBindError as exc:
+        fail(str(exc))
+    url = url_or_exit(settings)
+    from listener.runner import run_web
+
+    run_async(lambda: run_web(settings, url), settings.event_loop)
 
 
 @app.command("tick")
 def tick_command(
-    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation"),
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 from listener.errors import TouchFailure
@@ -10,6 +12,23 @@ _PHONE_PREFIXES = ("whatsapp:", "tel:")
 
 
 def normalise_phone(raw: str | None, default_region: str) -> str:
+    """Return ``raw`` as E.164 (``+14155550100``), or raise a permanent TouchFailure (cached: the same lead's
+    number is read once per process, not once per touch)."""
+    result = _normalised_phone(raw, default_region)
+    if isinstance(result, TouchFailure):
+        raise TouchFailure(result.error_code, result.error, result.failure_class)
+    return result
+
+
+@lru_cache(maxsize=65_536)
+def _normalised_phone(raw: str | None, default_region: str) -> str | TouchFailure:
+    try:
+        return _parse_phone(raw, default_region)
+    except TouchFailure as failure:
+        return failure
+
+
+def _parse_phone(raw: str | None, default_region: str) -> str:
     """Return ``raw`` as E.164 (``+14155550100``), or raise a permanent TouchFailure.
 
     National numbers are read in ``default_region``; ``00``-prefixed international numbers, spaces,

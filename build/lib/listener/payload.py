@@ -10,10 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from listener.errors import TouchFailure
 
-Channel = Literal["voice", "whatsapp", "sms", "email"]
-CHANNELS: tuple[Channel, ...] = ("voice", "whatsapp", "sms", "email")
-PHONE_CHANNELS: frozenset[str] = frozenset({"voice", "whatsapp", "sms"})
-DEFAULT_STOP_EVENTS: tuple[str, ...] = ("reply_positive", "appointment_booked", "do_not_contact")
+from listener.vocabulary import CHANNELS, DEFAULT_STOP_EVENTS, PHONE_CHANNELS, Channel  # noqa: F401 (re-exported)
 
 
 class _Open(BaseModel):

@@ -28,3 +28,13 @@ def _stopper(daemon: Daemon, sig: signal.Signals):  # type: ignore[no-untyped-de
         daemon.request_stop()
 
     return stop
+
+
+async def run_web(settings: Settings, url: str) -> None:
+    from listener.web.app import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, url, stop=stop)

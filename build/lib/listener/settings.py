@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import phonenumbers
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -50,6 +50,24 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("REVENUE_ASI_METRICS_PORT"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("REVENUE_ASI_LOG_LEVEL"))
 
+    reconcile_interval_s: float = Field(30.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_RECONCILE_INTERVAL_S"))
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", validation_alias=AliasChoices("REVENUE_ASI_EVENT_LOOP"))
+    # Part two (SPEC §11–§15)
+    statement_timeout_ms: int = Field(30_000, ge=0, validation_alias=AliasChoices("REVENUE_ASI_STATEMENT_TIMEOUT_MS"))
+    lock_timeout_ms: int = Field(5_000, ge=0, validation_alias=AliasChoices("REVENUE_ASI_LOCK_TIMEOUT_MS"))
+    idle_in_transaction_timeout_ms: int = Field(
+        60_000, ge=0, validation_alias=AliasChoices("REVENUE_ASI_IDLE_IN_TRANSACTION_TIMEOUT_MS"))
+    http_host: str = Field("127.0.0.1", validation_alias=AliasChoices("REVENUE_ASI_HTTP_HOST"))
+    http_port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("PORT"))
+    public_url: str | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_PUBLIC_URL"))
+    elasticemail_webhook_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ELASTICEMAIL_WEBHOOK_TOKEN"))
+    dashboard_token: SecretStr | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_DASHBOARD_TOKEN"))
+    default_timezone: str = Field("UTC", validation_alias=AliasChoices("REVENUE_ASI_DEFAULT_TIMEZONE"))
+    quiet_hours: str = Field("21:00-08:00", validation_alias=AliasChoices("REVENUE_ASI_QUIET_HOURS"))
+    appointment_reminders: str = Field("1440,60", validation_alias=AliasChoices("REVENUE_ASI_APPOINTMENT_REMINDERS"))
+    appointment_channel: str = Field("whatsapp", validation_alias=AliasChoices("REVENUE_ASI_APPOINTMENT_CHANNEL"))
+
     @field_validator("qa_sink_phone")
     @classmethod
     def _qa_sink_phone_is_e164(cls, value: str | None) -> str | None:
@@ -89,8 +107,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Secret values, for scrubbing anything that leaves the process."""
-        return [s.get_secret_value() for s in (self.twilio_auth_token, self.elasticemail_api_key) if s]
+        return [s.get_secret_value() for s in (self.twilio_auth_token, self.elasticemail_api_key,
+                                               self.elasticemail_webhook_token, self.dashboard_token) if s]
 
+
+SECRET_ENV_NAMES = ("TWILIO_AUTH_TOKEN", "ELASTICEMAIL_API_KEY", "ELASTICEMAIL_WEBHOOK_TOKEN", "REVENUE_ASI_DASHBOARD_TOKEN")
 
 _ENV_NAMES: dict[str, str] = {
     name: (str(field.validation_alias.choices[0]) if isinstance(field.validation_alias, AliasChoices) else name)
@@ -111,7 +132,7 @@ def load_settings(**overrides: Any) -> Settings:
         field = str(first["loc"][0]) if first["loc"] else "?"
         env_name = _ENV_NAMES.get(field, field.upper())
         given = first.get("input")
-        shown = "" if isinstance(given, dict) or env_name in ("TWILIO_AUTH_TOKEN", "ELASTICEMAIL_API_KEY") else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) or env_name in SECRET_ENV_NAMES else f" (got {given!r})"
         raise SettingsError(f"invalid {env_name}: {first['msg']}{shown}") from None
 
 

@@ -7,10 +7,12 @@ value: the claim's lease), so a touch is never still being sent when another dae
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -101,6 +103,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+# Set by the dispatcher for each send: awaited before every retry (never before the first attempt); it raises to
+# stop the send when the touch may no longer go (a stop event or suppression committed since the claim).
+BEFORE_RETRY: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_retry", default=None)
+
+
 def deadline_passed() -> ProviderError:
     return ProviderError(
         "deadline_exceeded", "the claim's lease ends before the provider could be called", "transient"
@@ -120,13 +127,14 @@ def _backoff(attempt_number: int) -> float:
 def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome is not None else None
     retry_after = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else 0.0
-    return max(retry_after, _backoff(state.attempt_number))
+    return max(retry_after, _backoff(state.attempt_number + 1))
 
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
     code = exc.error_code if isinstance(exc, ProviderError) else type(exc).__name__
-    log.info("provider attempt %d failed (%s); retrying in %.2fs", state.attempt_number, code, state.upcoming_sleep)
+    log.info("provider attempt %d failed (%s); retrying in %.2fs", state.attempt_number + 1, code,
+             state.upcoming_sleep)
 
 
 async def send_with_retries(
@@ -142,14 +150,31 @@ async def send_with_retries(
     Each request's timeout is ``timeout_s`` clipped to what is left before ``deadline``.
     """
 
-    def stop(state: RetryCallState) -> bool:
-        return state.attempt_number >= max_attempts or time.monotonic() + state.upcoming_sleep >= deadline
+    def stop(state: RetryCallState) -> bool:  # attempt_number counts the tenacity attempts, after the first
+        return state.attempt_number + 1 >= max_attempts or time.monotonic() + state.upcoming_sleep >= deadline
+
+    attempts = 0
 
     async def one_attempt() -> SendResult:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1 and (before_retry := BEFORE_RETRY.get()) is not None:
+            await before_retry()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise deadline_passed()
         return await attempt(min(timeout_s, remaining))
+
+    try:  # the common case, a first attempt that succeeds, without the retry machinery's cost per send
+        return await one_attempt()
+    except ProviderError as error:
+        if not error.retryable or max_attempts <= 1:
+            raise
+        first_wait = max(error.retry_after or 0.0, _backoff(1))
+        if time.monotonic() + first_wait >= deadline:
+            raise
+        log.info("provider attempt 1 failed (%s); retrying in %.2fs", error.error_code, first_wait)
+        await asyncio.sleep(first_wait)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_is_retryable),

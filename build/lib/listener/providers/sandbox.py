@@ -37,6 +37,8 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
 
@@ -49,7 +51,7 @@ _E164_TO = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 _REDACTED_HEADERS = frozenset({"authorization", "x-elasticemail-apikey"})
 
 RequestKind = Literal["sms", "whatsapp", "voice", "email"]
-ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang"]
+ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang", "slow", "hold"]
 
 _TWILIO_MESSAGES = {
     20003: "Authenticate",
@@ -81,11 +83,14 @@ class Mode:
             return f"rate_limit:{self.retry_after:g}"
         if self.kind == "server_error":
             return f"server_error:{self.status}"
+        if self.kind == "slow":
+            return f"slow:{self.retry_after:g}"
         return self.kind
 
 
 def parse_mode(text: str | Mode) -> Mode:
-    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang``."""
+    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang`` ·
+    ``slow:2`` (answers ok after 2 s) · ``hold`` (answers ok once :meth:`SandboxProviders.release` is called)."""
     if isinstance(text, Mode):
         return text
     name, _, rest = str(text).strip().partition(":")
@@ -93,8 +98,13 @@ def parse_mode(text: str | Mode) -> Mode:
     try:
         if name == "ok" and not args:
             return Mode("ok")
-        if name == "hang" and not args:
-            return Mode("hang")
+        if name in ("hang", "hold") and not args:
+            return Mode(name)  # type: ignore[arg-type]
+        if name == "slow" and len(args) == 1:
+            seconds = float(args[0])
+            if seconds < 0:
+                raise ModeError("slow seconds must be >= 0")
+            return Mode("slow", retry_after=seconds)
         if name == "error" and 1 <= len(args) <= 2:
             status = int(args[0])
             if not 400 <= status <= 599:
@@ -112,7 +122,8 @@ def parse_mode(text: str | Mode) -> Mode:
             raise
         raise ModeError(f"bad sandbox mode {text!r}: {exc}") from None
     raise ModeError(
-        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang)"
+        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang"
+        " | slow:<s> | hold)"
     )
 
 
@@ -188,6 +199,7 @@ class SandboxProviders:
         fault_rate: float = 0.0,
         seed: int | None = 0,
         fault_retry_after_s: float = 1.0,
+        fault_hang_s: float | None = None,
     ) -> None:
         self.account_sid = account_sid
         self._auth_token = auth_token
@@ -202,6 +214,9 @@ class SandboxProviders:
         self.delay_ms = 0.0
         self.fault_rate = 0.0
         self.fault_retry_after_s = fault_retry_after_s
+        self.fault_hang_s = fault_hang_s  # None: a fault "hang" never answers; else it answers ok after this long
+        self._released = asyncio.Event()
+        self.created: dict[str, dict[str, Any]] = {}  # what the fake "accepted", by sid / TransactionID / MessageID
         self._rng = random.Random(seed)
         self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -216,6 +231,9 @@ class SandboxProviders:
         app.router.add_post(TWILIO_PREFIX + "/Messages.json", self._messages)
         app.router.add_post(TWILIO_PREFIX + "/Calls.json", self._calls)
         app.router.add_post(EMAIL_PATH, self._email)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}.json", self._twilio_list)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}/{resource_sid}.json", self._twilio_fetch)
+        app.router.add_get("/v4/events/{transaction}", self._email_events)
         app.router.add_get("/_sandbox/health", self._ctl_health)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_post("/_sandbox/mode", self._ctl_mode)
@@ -277,8 +295,11 @@ class SandboxProviders:
         fault_rate: float | None = None,
         seed: int | None = None,
         fault_retry_after_s: float | None = None,
+        fault_hang_s: float | None = None,
+        fault_hang_forever: bool = False,
     ) -> None:
-        """Change the default answer and/or the service time and fault injection."""
+        """Change the default answer and/or the service time and fault injection (a fault "hang" answers ok after
+        ``fault_hang_s``, or never with ``fault_hang_forever``)."""
         if mode is not None:
             self._mode = parse_mode(mode)
         if delay_ms is not None:
@@ -295,6 +316,12 @@ class SandboxProviders:
             if fault_retry_after_s < 0:
                 raise ModeError("fault_retry_after_s must be >= 0")
             self.fault_retry_after_s = float(fault_retry_after_s)
+        if fault_hang_forever:
+            self.fault_hang_s = None
+        elif fault_hang_s is not None:
+            if fault_hang_s < 0:
+                raise ModeError("fault_hang_s must be >= 0")
+            self.fault_hang_s = float(fault_hang_s)
 
     @property
     def mode(self) -> str:
@@ -312,9 +339,14 @@ class SandboxProviders:
         """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
         self._script.extend(parse_mode(m) for m in modes)
 
+    def release(self) -> None:
+        """Answer every request held by the ``hold`` mode (and any that arrive in that mode later)."""
+        self._released.set()
+
     def reset(self) -> None:
         """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
         self.requests.clear()
+        self.created.clear()
         self._rules.clear()
         self._script.clear()
         self._mode = Mode("ok")
@@ -348,7 +380,7 @@ class SandboxProviders:
                 return Mode("server_error", 500, 20500)
             if pick == 1:
                 return Mode("rate_limit", 429, 20429, self.fault_retry_after_s)
-            return Mode("hang")
+            return Mode("hang") if self.fault_hang_s is None else Mode("slow", retry_after=self.fault_hang_s)
         return mode
 
     # --- request handling ----------------------------------------------------------------------------
@@ -403,7 +435,12 @@ class SandboxProviders:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=503, headers=SANDBOX_HEADER)
-        response = ok() if mode.kind == "ok" else error(mode)
+        accepted = mode.kind in ("ok", "slow", "hold")
+        response = ok() if accepted else error(mode)  # a slow or held answer: accepted first, answered later
+        if mode.kind == "slow":
+            await asyncio.sleep(mode.retry_after or 0)
+        elif mode.kind == "hold":
+            await self._released.wait()
         rec.status = response.status
         return response
 
@@ -497,6 +534,7 @@ class SandboxProviders:
             )
         else:
             base.update(start_time=None, end_time=None, duration=None, answered_by=None)
+        self.created[sid] = {**base, "resource": resource}
         return base
 
     async def _email(self, request: web.Request) -> web.StreamResponse:
@@ -521,7 +559,11 @@ class SandboxProviders:
             return self._finish(rec, _json(400, {"Error": problem}))
 
         def ok() -> web.Response:
-            return _json(200, {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True})
+            sent = {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True}
+            event = {"TransactionID": sent["TransactionID"], "MsgID": sent["MessageID"], "EventType": "Submission",
+                     "EventDate": datetime.now(timezone.utc).isoformat(), "To": rec.to}
+            self.created[sent["TransactionID"]] = self.created[sent["MessageID"]] = event
+            return _json(200, sent)
 
         def error(mode: Mode) -> web.Response:
             headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
@@ -562,7 +604,7 @@ class SandboxProviders:
 
     def configure(self, config: Mapping[str, Any]) -> None:
         """Apply a control document: mode, rules ({to: mode} or [{to, mode}]), script, delay_ms,
-        fault_rate, seed, fault_retry_after_s, clear_rules."""
+        fault_rate, seed, fault_retry_after_s, fault_hang_s, fault_hang_forever, clear_rules."""
         if config.get("clear_rules"):
             self._rules.clear()
         self.set_mode(
@@ -571,6 +613,8 @@ class SandboxProviders:
             fault_rate=config.get("fault_rate"),
             seed=config.get("seed"),
             fault_retry_after_s=config.get("fault_retry_after_s"),
+            fault_hang_s=config.get("fault_hang_s"),
+            fault_hang_forever=bool(config.get("fault_hang_forever")),
         )
         rules = config.get("rules") or {}
         items: Iterable[tuple[str, Any]] = (
@@ -579,6 +623,56 @@ class SandboxProviders:
         for to, mode in items:
             self.rule(to=to, mode=mode)
         self.script(*(config.get("script") or []))
+
+    # --- look-ups (outcome_unknown reconciliation reads what the fake accepted) ------------------------------
+
+    def _lookup_allowed(self, request: web.Request) -> web.Response | None:
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), self._twilio_auth):
+            return _twilio_error(401, 20003)
+        if request.match_info["sid"] != self.account_sid:
+            return _twilio_error(404, 20404)
+        return None
+
+    async def _twilio_fetch(self, request: web.Request) -> web.Response:
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        found = self.created.get(request.match_info["resource_sid"])
+        if found is None or found.get("resource") != request.match_info["resource"]:
+            return _twilio_error(404, 20404)
+        return _json(200, {k: v for k, v in found.items() if k != "resource"})
+
+    async def _twilio_list(self, request: web.Request) -> web.Response:
+        """`Messages.json` / `Calls.json` with To, From and DateSent> / StartTime> (a date; `>=` accepted too)."""
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        resource = request.match_info["resource"]
+        query = request.query
+        since_key = "StartTime" if resource == "Calls" else "DateSent"
+        since = next((query[k] for k in (since_key + ">", since_key + ">=") if k in query), None)
+        items = []
+        for item in self.created.values():
+            if item.get("resource") != resource:
+                continue
+            if "To" in query and item.get("to") != query["To"]:
+                continue
+            if "From" in query and item.get("from") != query["From"]:
+                continue
+            created = parsedate_to_datetime(str(item["date_created"]))
+            if since is not None and created.date().isoformat() < since[:10]:
+                continue
+            items.append({k: v for k, v in item.items() if k != "resource"})
+        return _json(200, {resource.lower(): items, "page": 0, "page_size": len(items), "next_page_uri": None,
+                           "uri": request.path_qs})
+
+    async def _email_events(self, request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("X-ElasticEmail-ApiKey", ""), self._api_key):
+            return _json(401, {"Error": "Access denied"})
+        found = self.created.get(request.match_info["transaction"])
+        if found is None:
+            return _json(404, {"Error": "Not found"})
+        return web.json_response([found])
 
     async def _ctl_health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok", **self.describe()})

@@ -1,0 +1,79 @@
+"""The one aiohttp application: `create_app` builds it (webhooks, dashboard, API, health); `serve` runs it.
+
+aiohttp.web because the daemon already ships aiohttp (the Twilio driver): one event loop, no second server
+stack, and its test client speaks real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from listener.database import create_pool
+from listener.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+DATABASE_URL = web.AppKey("database_url", str)
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+class UnsafeBindError(ValueError):
+    """A non-loopback host without REVENUE_ASI_DASHBOARD_TOKEN."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    if not is_loopback(host) and settings.dashboard_token is None:
+        raise UnsafeBindError(f"refusing to bind {host}: set REVENUE_ASI_DASHBOARD_TOKEN to serve beyond loopback")
+
+
+def create_app(settings: Settings, url: str) -> web.Application:
+    from listener.web import dashboard, webhooks
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[SETTINGS] = settings
+    app[DATABASE_URL] = url
+    app.cleanup_ctx.append(_pool)
+    webhooks.setup(app)
+    dashboard.setup(app)
+    return app
+
+
+async def _pool(app: web.Application) -> AsyncIterator[None]:
+    app[POOL] = await create_pool(app[DATABASE_URL], min_size=1, max_size=6)
+    try:
+        yield
+    finally:
+        await app[POOL].close()
+
+
+async def serve(settings: Settings, url: str, host: str | None = None, port: int | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or forever); binds REVENUE_ASI_HTTP_HOST:PORT unless told otherwise."""
+    host = host or settings.http_host
+    port = settings.http_port if port is None else port
+    check_bind(settings, host)
+    runner = web.AppRunner(create_app(settings, url), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("web application on http://%s:%d", host, port)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
