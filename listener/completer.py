@@ -11,7 +11,6 @@ meanwhile, the lease rules of §6 settle them (outcome_unknown — the provider 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 
 from listener.queries import Q
 from listener.text import clean_text
@@ -113,9 +113,9 @@ class Completer:
             self._writing = len(batch)
             try:
                 await self.write(batch)
-            except CONNECTION_ERRORS as exc:
-                log.warning("completer: database unavailable (%s); %d outcome(s) kept for the next try",
-                            type(exc).__name__, len(batch))
+            except Exception as exc:  # the completer outlives anything; the leases settle the worst case
+                log.warning("completer: could not write %d outcome(s) (%s); kept for the next try", len(batch),
+                            type(exc).__name__, exc_info=not isinstance(exc, CONNECTION_ERRORS))
                 self._pending[:0] = batch
                 if stop.is_set():  # stopping: the leases settle what is left (outcome_unknown, never a re-send)
                     log.warning("completer: stopping with %d outcome(s) unwritten", len(self._pending))
@@ -131,7 +131,7 @@ class Completer:
             await self._write(batch)
         except CONNECTION_ERRORS:
             raise
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, TypeError, ValueError) as exc:  # the data was refused (orjson or the database)
             if len(batch) == 1:
                 await self._write_stripped(batch[0], exc)
                 return
@@ -142,7 +142,7 @@ class Completer:
                 await self.write([outcome])
 
     async def _write(self, batch: Sequence[Outcome]) -> None:
-        rows = json.dumps([o.as_row() for o in batch])
+        rows = orjson.dumps([o.as_row() for o in batch], option=orjson.OPT_NON_STR_KEYS).decode()
         async with self.pool.acquire() as conn:
             await conn.execute(Q.complete_touches, rows, self.worker_id)
         self.stats.written += len(batch)
@@ -152,7 +152,7 @@ class Completer:
         if self.on_written is not None:
             self.on_written(batch)
 
-    async def _write_stripped(self, outcome: Outcome, exc: asyncpg.PostgresError) -> None:
+    async def _write_stripped(self, outcome: Outcome, exc: Exception) -> None:
         log.warning("completer: the outcome of touch %s was refused (%s); writing it without its details",
                     outcome.id, type(exc).__name__)
         self.stats.stripped += 1
@@ -160,6 +160,6 @@ class Completer:
             await self._write([outcome.stripped(f"{type(exc).__name__}: {exc}")])
         except CONNECTION_ERRORS:
             raise
-        except asyncpg.PostgresError:  # nothing of ours is left in it; the lease rules settle this touch
+        except (asyncpg.PostgresError, TypeError, ValueError):  # nothing of ours is left: the lease settles it
             log.exception("completer: touch %s could not be completed; the sweep will settle it", outcome.id)
 

@@ -17,7 +17,7 @@ import asyncpg
 
 from listener import metrics
 from listener.completer import Completer, Outcome
-from listener.database import connect, create_pool, migrate
+from listener.database import connect, create_pool, light_reset, migrate
 from listener.dispatcher import Dispatcher
 from listener.notifier import Notifier
 from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
@@ -82,7 +82,7 @@ class Daemon:
         # The pool serves claims, completions, reactions and jobs — never a connection per send.
         pool_size = POOL_SPARE + len(self.periodic_jobs) + min(8, max(2, self.settings.concurrency // 16))
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size,
-                                      server_settings=session_limits(self.settings))
+                                      server_settings=session_limits(self.settings), reset=light_reset)
         self.completer = Completer(self.pool, self.worker_id, on_written=_count_written)
         self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id, self.completer)
         sweep = SweepService(self.pool, self.worker_id, self.settings.sweep_interval_s)

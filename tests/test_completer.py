@@ -34,8 +34,9 @@ async def test_one_refused_outcome_leaves_its_neighbours_their_provider_ids(db, 
     pool = await create_pool(db_url, min_size=1, max_size=2)
     try:
         completer = Completer(pool, WORKER)
-        bad = _sent(ids[2], "SMbad", patch={"note": "\u0000 is refused by jsonb"})
-        batch = [_sent(ids[i], f"SM{i}") if i != 2 else bad for i in range(5)]
+        bad = {2: _sent(ids[2], "SMbad", patch={"note": "\u0000 is refused by jsonb"}),
+               4: _sent(ids[4], "SMbad2", patch={"note": "a lone \ud800 surrogate cannot be encoded"})}
+        batch = [bad.get(i) or _sent(ids[i], f"SM{i}") for i in range(5)]
         await completer.write(batch)
     finally:
         await pool.close()
@@ -43,12 +44,13 @@ async def test_one_refused_outcome_leaves_its_neighbours_their_provider_ids(db, 
                                                  " where id = any($1)", ids)}
     for i, touch_id in enumerate(ids):
         assert rows[touch_id]["status"] == "sent" and rows[touch_id]["locked_by"] is None
-        assert rows[touch_id]["provider_message_id"] == (None if i == 2 else f"SM{i}")
+        assert rows[touch_id]["provider_message_id"] == (None if i in (2, 4) else f"SM{i}")
     events = {r["payload"]["touch_run_id"]: r["payload"] for r in await db.fetch(
         "select payload from core_memory_events where event_type = 'touch_sent'")}
     assert len(events) == 5
     assert "completion_error" in events[str(ids[2])] and "UntranslatableCharacter" in str(events[str(ids[2])])
-    assert completer.stats.split_batches == 1 and completer.stats.stripped == 1
+    assert "completion_error" in events[str(ids[4])]
+    assert completer.stats.split_batches == 1 and completer.stats.stripped == 2
 
 
 async def test_outcomes_wait_while_the_database_is_unreachable_and_are_written_after(db, db_url):

@@ -52,3 +52,7 @@ group by 1 order by n desc, 1
 -- name: status_last_job_runs
 select distinct on (job) job, started_at, finished_at, dry_run, stats, error
 from job_runs order by job, started_at desc
+
+-- name: end_open_transaction
+-- A pooled connection released inside a transaction (listener.database.light_reset).
+rollback
