@@ -70,7 +70,7 @@ async def run_job_on_pool(pool: asyncpg.Pool, settings: Settings, job: str, *, d
     except Exception as exc:
         await record_job_run(pool, job, started_at, dry_run, {}, f"{type(exc).__name__}: {exc}")
         raise
-    await record_job_run(pool, job, started_at, dry_run, stats, None)
+    await record_job_run(pool, job, started_at, dry_run, stats, stats.get("error") if isinstance(stats.get("error"), str) else None)
     return stats
 
 
