@@ -209,6 +209,7 @@ class SandboxProviders:
         self.requests: list[RecordedRequest] = []
         self._mode = parse_mode(mode)
         self._rules: dict[str, Mode] = {}
+        self._raw_rules: dict[str, tuple[int, bytes, str]] = {}
         self._script: deque[Mode] = deque()
         self.delay_ms = 0.0
         self.fault_rate = 0.0
@@ -322,6 +323,26 @@ class SandboxProviders:
         else:
             self._rules[key] = parse_mode(mode)
 
+    def raw_rule(self, *, to: str, status: int | None, body: bytes | str = b"",
+                 content_type: str = "application/json") -> None:
+        """Answer requests for recipient ``to`` with exactly these bytes (hostile answers: NUL bytes, lone
+        surrogates, megabytes, deep JSON); ``status=None`` removes the rule. Checked after auth and validation."""
+        key = _recipient_key(to)
+        if status is None:
+            self._raw_rules.pop(key, None)
+        else:
+            self._raw_rules[key] = (status, body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body,
+                                    content_type)
+
+    def _raw_answer(self, rec: RecordedRequest, to: str | None) -> web.Response | None:
+        rule = self._raw_rules.get(_recipient_key(to)) if self._raw_rules else None
+        if rule is None:
+            return None
+        status, body, content_type = rule
+        rec.answer = f"raw:{status}"
+        return self._finish(rec, web.Response(status=status, body=body, content_type=content_type,
+                                              headers=SANDBOX_HEADER))
+
     def script(self, *modes: str) -> None:
         """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
         self._script.extend(parse_mode(m) for m in modes)
@@ -330,6 +351,7 @@ class SandboxProviders:
         """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
         self.requests.clear()
         self._rules.clear()
+        self._raw_rules.clear()
         self._script.clear()
         self._mode = Mode("ok")
         self.delay_ms = 0.0
@@ -446,6 +468,9 @@ class SandboxProviders:
         problem = self._twilio_problem(resource, form)
         if problem is not None:
             return self._finish(rec, _twilio_error(400, problem[0], to, problem[1]))
+        raw = self._raw_answer(rec, to)
+        if raw is not None:
+            return raw
 
         def ok() -> web.Response:
             return _json(201, self._twilio_resource(resource, form))
@@ -550,6 +575,11 @@ class SandboxProviders:
         self._email_in_flight += 1
         self.email_peak_concurrency = max(self.email_peak_concurrency, self._email_in_flight)
         try:
+            raw = self._raw_answer(rec, to)
+            if raw is not None:
+                if self.delay_ms > 0:
+                    await asyncio.sleep(self.delay_ms / 1000)
+                return raw
             return await self._email_answer(request, rec, to)
         finally:
             self._email_in_flight -= 1
