@@ -519,12 +519,13 @@ async def test_sandbox_refuses_what_the_real_apis_refuse() -> None:
     import aiohttp
 
     async with SandboxProviders() as fake:
-        auth = aiohttp.BasicAuth(fake.account_sid, fake.settings_overrides()["twilio_auth_token"])
+        token = fake.settings_overrides()["twilio_auth_token"]
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{fake.account_sid}:{token}".encode()).decode()}
         key = fake.settings_overrides()["elasticemail_api_key"]
         async with aiohttp.ClientSession() as session:
             async def twilio(resource: str, form: dict[str, str], sid: str | None = None) -> tuple[int, Any]:
                 url = f"{fake.base_url}/2010-04-01/Accounts/{sid or fake.account_sid}/{resource}.json"
-                async with session.post(url, data=form, auth=auth) as response:
+                async with session.post(url, data=form, headers=auth) as response:
                     return response.status, (await response.json()).get("code")
 
             async def email(content: dict[str, Any], to: str = "a@b.test") -> int:
