@@ -16,6 +16,7 @@ import asyncpg
 from listener.decision import decision_from_row
 from listener.payload import DEFAULT_STOP_EVENTS
 from listener.queries import Q
+from listener.sanitize import clean_answer
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,7 @@ async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for a row set aside (never a secret: database and Python errors name values, not
     credentials), at most 500 characters."""
-    text = f"{type(exc).__name__}: {exc}".replace("\x00", "")
-    text = " ".join(text.split())
+    text = clean_answer(f"{type(exc).__name__}: {exc}")  # no NUL or lone surrogate: it is stored as text
     return text if len(text) <= 500 else text[:499] + "…"
 
 

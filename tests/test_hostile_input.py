@@ -417,13 +417,20 @@ async def test_a_poison_reaction_is_set_aside_and_a_neighbours_unsubscribe_is_ac
     open_touch = await factories.touch(db, account_id, neighbour, channel="sms", status="scheduled",
                                        scheduled_in_s=3600, payload_=factories.payload("sms", plan=factories.FULL_PLAN))
     async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake)) as daemon:
-        async with db.transaction():  # one batch: the poison first, then the neighbour's unsubscribe
+        async with db.transaction():  # one batch: the poisons first, then the neighbour's unsubscribe
             await factories.event(db, poison_lead, "touch_failed", direction="outbound",
                                   payload_={"touch_run_id": str(poison_touch), "failure_class": "transient"})
+            # the other reaction stallers: now plain data (the take reads only payload->>'touch_run_id')
+            for event_type, direction, text in (("touch_failed", "outbound", "[1, 2]"),
+                                                ("reply_received", "inbound", "[" * 2000 + "]" * 2000),
+                                                ("reply_received", "inbound", '{"n": ' + HUGE_INT + "}")):
+                await db.execute("insert into core_memory_events (lead_id, event_type, direction, payload)"
+                                 " values ($1, $2, $3, $4::text::jsonb)", poison_lead, event_type, direction, text)
             await factories.event(db, neighbour, "unsubscribe")
         row = await wait_terminal(db_url, open_touch)
         await wait_until(db_url, "select count(*) = 1 from event_reactions where failed_at is not null")
     assert row["status"] == "canceled" and row["error"] == "canceled: suppressed:unsubscribe"
+    assert await db.fetchval("select count(*) from event_reactions") == 1  # the others were reacted to
     aside = await db.fetchrow("select * from event_reactions where failed_at is not null")
     assert aside["lead_id"] == poison_lead and aside["event_type"] == "touch_failed"
     assert "OverflowError" in aside["error"] or "out of range" in aside["error"]
