@@ -116,6 +116,25 @@ def test_plan_table(text: str, expected: str | None) -> None:
     assert parse_plan(payload_for_decision(text), "sms").problem == expected
 
 
+async def test_plan_table_sql_form_agrees(db):
+    """The same table through the SQL form (decide_next_channel_for_lead) and the Python mirror on real rows."""
+    from datetime import UTC, datetime
+
+    from listener.decision import decide, decide_sql, load_decision_inputs
+
+    account_id = await factories.account(db)
+    now = datetime.now(UTC)
+    for name, text, expected in PLANS:
+        lead_id = await factories.lead(db, account_id, full_name=name)
+        await db.execute("insert into touch_runs (account_id, lead_id, channel, status, payload)"
+                         " values ($1, $2, 'sms', 'sent', $3::text::jsonb)", account_id, lead_id, text)
+        sql = await decide_sql(db, lead_id, None, 1, now)
+        inputs = await load_decision_inputs(db, lead_id, None, 1)
+        assert sql is not None and inputs is not None
+        assert decide(inputs, now) == sql, name
+        assert sql.stop_reason == expected or (expected is None and sql.decision != "stop"), (name, sql)
+
+
 # --- 3. contacts, templates, headers: what prepare_outbound refuses before any request -------------------------
 
 TEMPLATES = {("intro", "es"): Template("intro", "es", None, "Oferta para {company_name}", "Hola {first_name}")}
