@@ -211,7 +211,7 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
 def _touch_run_id(event: asyncpg.Record | dict[str, Any]) -> UUID | None:
     """payload.touch_run_id of a touch outcome event, or None. The take query hands it over as text (so a payload
     nobody can decode never reaches Python); replay hands the payload, which may be anything (an array, null)."""
-    keys = event.keys()
+    keys = set(event.keys())  # asyncpg's Record.keys() is an iterator: read it once
     if "touch_run_id" in keys:
         raw = event["touch_run_id"]
     else:
@@ -266,7 +266,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 async def _set_aside_reaction(conn: asyncpg.Connection, event: asyncpg.Record, exc: BaseException) -> None:
-    attempts = (event["attempts"] if "attempts" in event.keys() else 0) + 1
+    attempts = (event["attempts"] if "attempts" in set(event.keys()) else 0) + 1
     transient = isinstance(exc, TRANSIENT_DB_ERRORS) and attempts < MAX_REACTION_ATTEMPTS
     log.warning("reaction to event %s (%s) %s: %s", event["id"], event["event_type"],
                 f"failed (attempt {attempts}), retried later" if transient else "cannot be processed; set aside",
