@@ -18,7 +18,6 @@ import asyncpg
 import pytest
 
 from listener import safejson
-from listener.database import connect
 from listener.decision import payload_for_decision, parse_plan
 from listener.errors import ProviderError, TouchFailure
 from listener.messages import Template
@@ -202,8 +201,9 @@ def test_outbound_table(channel: str, payload: dict[str, Any] | None, fields: di
 
 
 def _message(channel: str, body: str, language: str = "es", voice: str | None = None) -> OutboundMessage:
-    return OutboundMessage(touch_run_id=uuid4(), channel=channel, to="+14155552671", sender="+14155550199",
-                           body=body, language=language, voice=voice)
+    return OutboundMessage.model_validate({"touch_run_id": uuid4(), "channel": channel, "to": "+14155552671",
+                                           "sender": "+14155550199", "body": body, "language": language,
+                                           "voice": voice})
 
 
 TWILIO_REQUESTS: list[tuple[str, str, str, str | None]] = [
