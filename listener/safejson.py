@@ -149,24 +149,46 @@ _INT_LIMIT = 10**MAX_INT_DIGITS
 
 def bounds_problem(value: Any) -> str | None:
     """For a value decoded elsewhere (e.g. by plain ``json.loads``): why it is beyond the bounds, or None. Walks
-    iteratively, so no depth can raise RecursionError here."""
+    iteratively, so no depth can raise RecursionError here; strings and other leaves are never pushed (it runs on
+    every payload the dispatcher parses)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, InvalidJson):
-            return item.reason
-        if isinstance(item, (dict, list)):
-            if depth > MAX_DEPTH:
-                return f"nested more than {MAX_DEPTH} deep"
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, bool):
+        item, depth = pop()
+        kind = type(item)
+        if kind is dict:
+            children: Any = item.values()
+        elif kind is list:
+            children = item
+        else:
+            problem = _leaf_problem(item)
+            if problem is not None:
+                return problem
             continue
-        elif isinstance(item, int):
-            if not -_INT_LIMIT < item < _INT_LIMIT:
-                return f"a number has more than {MAX_INT_DIGITS} digits"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "a number is out of range"
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} deep"
+        for child in children:
+            child_kind = type(child)
+            if child_kind is str or child_kind is bool or child is None:
+                continue
+            if child_kind is dict or child_kind is list:
+                push((child, depth + 1))
+            else:
+                problem = _leaf_problem(child)
+                if problem is not None:
+                    return problem
+    return None
+
+
+def _leaf_problem(item: Any) -> str | None:
+    if isinstance(item, InvalidJson):
+        return item.reason
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return None if -_INT_LIMIT < item < _INT_LIMIT else f"a number has more than {MAX_INT_DIGITS} digits"
+    if isinstance(item, float) and not math.isfinite(item):
+        return "a number is out of range"
     return None
 
 
