@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from listener.database import DatabaseError, connect, database_url, migrate
@@ -142,6 +143,13 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"[bold]events, last hour[/] ({status['events_last_hour_total']}): {events}")
     failures = ", ".join(f"{k} {v}" for k, v in status["failures_last_hour"].items()) or "none"
     console.print(f"[bold]failures, last hour[/]: {failures}")
+    aside = status.get("reactions_set_aside") or {}
+    if aside.get("count") or aside.get("retrying"):
+        console.print(f"[bold]reactions set aside[/] {aside.get('count', 0)} (could not be processed; retrying "
+                      f"{aside.get('retrying', 0)})", highlight=False)
+        for item in aside.get("latest", []):
+            console.print(f"  {item.get('event_type')} event {item.get('event_id')} lead {item.get('lead_id')}: "
+                          f"{item.get('error')}", highlight=False, markup=False)
     cad = status["cadences"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
@@ -252,6 +260,8 @@ def render_tick(job: str, dry_run: bool, result: dict[str, Any]) -> None:
                       highlight=False)
     if result["created"] > len(result["touches"]):
         console.print(f"  … and {result['created'] - len(result['touches'])} more", highlight=False)
+    for error in result.get("errors", []):  # rows skipped for bad data: the run itself succeeded (exit 0)
+        err_console.print(f"[bold yellow]row skipped:[/] {escape(error)}", highlight=False)
 
 
 def _uuid_or_exit(value: str, what: str) -> uuid.UUID:

@@ -7,6 +7,7 @@ from functools import lru_cache
 import phonenumbers
 
 from listener.errors import TouchFailure
+from listener.sanitize import address_problem
 
 _PHONE_PREFIXES = ("whatsapp:", "tel:")
 
@@ -74,4 +75,7 @@ def normalise_email(raw: str | None) -> str:
     )
     if not plausible:
         raise TouchFailure("invalid_email", f"{raw!r} is not an email address")
+    problem = address_problem(value)  # CR/LF, control characters, header specials: `Evil<x@y.com>`
+    if problem is not None:
+        raise TouchFailure("invalid_email", f"{raw!r} {problem}")
     return f"{local}@{domain.lower()}"

@@ -23,7 +23,8 @@ from listener.notifier import Notifier
 from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
 from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
-from listener.services.base import DB_ERRORS, run_service, seconds_until, wait_any
+from listener.moments import seconds_until
+from listener.services.base import DB_ERRORS, run_service, wait_any
 from listener.settings import Settings
 from listener.sweeper import SweepService
 

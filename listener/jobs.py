@@ -75,7 +75,8 @@ async def run_job_on_pool(pool: asyncpg.Pool, settings: Settings, job: str, *, d
         await record_job_run(pool, job, started_at, dry_run, {}, f"{type(exc).__name__}: {exc}")
         raise
     if record_idle or not stats.get("idle"):
-        await record_job_run(pool, job, started_at, dry_run, stats, None)
+        error = stats.get("error") if isinstance(stats.get("error"), str) else None
+        await record_job_run(pool, job, started_at, dry_run, stats, error)
     return stats
 
 

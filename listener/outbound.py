@@ -14,6 +14,7 @@ from listener.errors import TouchFailure
 from listener.messages import Template, render_message
 from listener.payload import CHANNELS, PHONE_CHANNELS, Channel, ProviderChoice, TouchPayload
 from listener.providers.base import PROVIDER_FOR_CHANNEL, OutboundMessage
+from listener.providers.elasticemail import email_header_problem
 from listener.settings import Settings
 
 
@@ -105,7 +106,12 @@ def prepare_outbound(
         subject=rendered.subject if channel == "email" else None,
         body=rendered.body,
         language=rendered.language,
+        voice=_config_str(config, "voice") if channel == "voice" else None,
     )
+    if channel == "email":  # refused before any request, dry runs included (SPEC §11)
+        problem = email_header_problem(message)
+        if problem is not None:
+            raise TouchFailure(problem.error_code, problem.error, "permanent")
     return PreparedTouch(
         message=message,
         real_recipient=real_recipient,

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from listener.errors import ProviderError
+from listener.sanitize import clean_answer, scrub_secrets
 from listener.payload import CHANNELS, Channel
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class OutboundMessage(BaseModel):
     subject: str | None = None
     body: str
     language: str = "es"
+    voice: str | None = None  # <Say> voice for voice touches (account_provider_settings.config.voice)
 
 
 class SendResult(BaseModel):
@@ -77,11 +79,11 @@ class Provider(Protocol):
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Remove secret values from ``text`` and cap its length (it ends up in events and logs)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = " ".join(text.split())
+    """Remove secret values from ``text`` (the whole text, before anything is cut: a secret straddling the cut
+    would leave a fragment), strip NUL / lone surrogates / control characters, then cap its length (it ends up in
+    events and logs). ``secrets`` are the forms to remove (listener.sanitize.secret_forms gives them all)."""
+    forms = list(secrets)
+    text = scrub_secrets(clean_answer(scrub_secrets(text, forms)), forms)
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
 
 

@@ -15,7 +15,7 @@ recipient, one-shot scripted answers, a service time, and seeded random fault in
 
 Tests use it in-process::
 
-    async with SandboxProviders(account_sid="ACtest", auth_token="tok", api_key="key") as fake:
+    async with SandboxProviders(account_sid="AC" + "0" * 32, auth_token="tok", api_key="key") as fake:
         settings = load_settings(**fake.settings_overrides())
 
 and it runs standalone: ``python -m listener.providers.sandbox --port 8765 --account-sid ACtest ...``.
@@ -35,6 +35,7 @@ import signal
 import time
 import uuid
 from collections import deque
+from xml.etree import ElementTree
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +50,16 @@ TWILIO_PREFIX = "/2010-04-01/Accounts/{sid}"
 EMAIL_PATH = "/v4/emails/transactional"
 _E164_TO = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 _REDACTED_HEADERS = frozenset({"authorization", "x-elasticemail-apikey"})
+
+# What the real APIs check (/work/shared/provider-api): Twilio's AccountSid pattern (the OpenAPI's, lower-case
+# hex as the issue states), Body and Twiml lengths, TwiML that parses as XML; ElasticEmail's 20 concurrent
+# connections per API key; and no CR/LF in any e-mail header.
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
+ACCOUNT_SID_PATTERN = re.compile(r"^AC[0-9a-f]{32}$")
+TWILIO_MAX_BODY = 1_600
+TWILIO_MAX_TWIML = 4_000
+EMAIL_MAX_CONCURRENT = 20
+_HEADER_BREAK = re.compile("[\r\n\x00]")
 
 RequestKind = Literal["sms", "whatsapp", "voice", "email"]
 ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang", "slow", "hold"]
@@ -189,7 +200,7 @@ class SandboxProviders:
     def __init__(
         self,
         *,
-        account_sid: str = "ACsandbox00000000000000000000000000",
+        account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = "sandbox-auth-token",
         api_key: str = "sandbox-api-key",
         host: str = "127.0.0.1",
@@ -210,6 +221,7 @@ class SandboxProviders:
         self.requests: list[RecordedRequest] = []
         self._mode = parse_mode(mode)
         self._rules: dict[str, Mode] = {}
+        self._raw_rules: dict[str, tuple[int, bytes, str]] = {}
         self._script: deque[Mode] = deque()
         self.delay_ms = 0.0
         self.fault_rate = 0.0
@@ -220,6 +232,9 @@ class SandboxProviders:
         self._rng = random.Random(seed)
         self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._email_in_flight = 0
+        self.email_peak_concurrency = 0  # the most ElasticEmail requests in flight at once
+        self.email_refused_concurrency = 0  # answered 429 for going over EMAIL_MAX_CONCURRENT
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -335,6 +350,26 @@ class SandboxProviders:
         else:
             self._rules[key] = parse_mode(mode)
 
+    def raw_rule(self, *, to: str, status: int | None, body: bytes | str = b"",
+                 content_type: str = "application/json") -> None:
+        """Answer requests for recipient ``to`` with exactly these bytes (hostile answers: NUL bytes, lone
+        surrogates, megabytes, deep JSON); ``status=None`` removes the rule. Checked after auth and validation."""
+        key = _recipient_key(to)
+        if status is None:
+            self._raw_rules.pop(key, None)
+        else:
+            self._raw_rules[key] = (status, body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body,
+                                    content_type)
+
+    def _raw_answer(self, rec: RecordedRequest, to: str | None) -> web.Response | None:
+        rule = self._raw_rules.get(_recipient_key(to)) if self._raw_rules else None
+        if rule is None:
+            return None
+        status, body, content_type = rule
+        rec.answer = f"raw:{status}"
+        return self._finish(rec, web.Response(status=status, body=body, content_type=content_type,
+                                              headers=SANDBOX_HEADER))
+
     def script(self, *modes: str) -> None:
         """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
         self._script.extend(parse_mode(m) for m in modes)
@@ -348,6 +383,7 @@ class SandboxProviders:
         self.requests.clear()
         self.created.clear()
         self._rules.clear()
+        self._raw_rules.clear()
         self._script.clear()
         self._mode = Mode("ok")
         self.delay_ms = 0.0
@@ -464,11 +500,14 @@ class SandboxProviders:
         rec = self._record(request, form, kind, to, authorized)
         if not authorized:
             return self._finish(rec, _twilio_error(401, 20003))
-        if request.match_info["sid"] != self.account_sid:
+        if request.match_info["sid"] != self.account_sid or not ACCOUNT_SID_PATTERN.match(request.match_info["sid"]):
             return self._finish(rec, _twilio_error(404, 20404))
         problem = self._twilio_problem(resource, form)
         if problem is not None:
             return self._finish(rec, _twilio_error(400, problem[0], to, problem[1]))
+        raw = self._raw_answer(rec, to)
+        if raw is not None:
+            return raw
 
         def ok() -> web.Response:
             return _json(201, self._twilio_resource(resource, form))
@@ -501,6 +540,16 @@ class SandboxProviders:
                 return 21205, "Url parameter is required."
         if not _E164_TO.match(to):
             return 21211, f"The 'To' number {to} is not a valid phone number."
+        body, twiml = form.get("Body"), form.get("Twiml")
+        if body is not None and len(body) > TWILIO_MAX_BODY:
+            return 21617, "The concatenated message body exceeds the 1600 character limit."
+        if twiml is not None:
+            if len(twiml) > TWILIO_MAX_TWIML:
+                return 21236, "Twiml exceeds the maximum of 4000 characters."  # SANDBOX wording; the OpenAPI: "Max 4000"
+            try:
+                ElementTree.fromstring(twiml)
+            except ElementTree.ParseError as exc:
+                return 12100, f"Document parse failure: {exc}"
         return None
 
     def _twilio_resource(self, resource: str, form: Mapping[str, str]) -> dict[str, Any]:
@@ -557,6 +606,23 @@ class SandboxProviders:
         problem = self._email_problem(document, to_list, content)
         if problem is not None:
             return self._finish(rec, _json(400, {"Error": problem}))
+        if self._email_in_flight >= EMAIL_MAX_CONCURRENT:
+            self.email_refused_concurrency += 1
+            return self._finish(rec, _json(429, {"Error": "Too many concurrent connections (at most 20 per API key)"},
+                                           {"Retry-After": "1"}))
+        self._email_in_flight += 1
+        self.email_peak_concurrency = max(self.email_peak_concurrency, self._email_in_flight)
+        try:
+            raw = self._raw_answer(rec, to)
+            if raw is not None:
+                if self.delay_ms > 0:
+                    await asyncio.sleep(self.delay_ms / 1000)
+                return raw
+            return await self._email_answer(request, rec, to)
+        finally:
+            self._email_in_flight -= 1
+
+    async def _email_answer(self, request: web.Request, rec: RecordedRequest, to: str | None) -> web.StreamResponse:
 
         def ok() -> web.Response:
             sent = {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True}
@@ -586,6 +652,14 @@ class SandboxProviders:
         parts = content.get("Body")
         if not content.get("TemplateName") and (not isinstance(parts, list) or not parts):
             return "Content.Body or Content.TemplateName is required"
+        headers = [("Recipients.To", t) for t in to_list] + [
+            (f"Content.{k}", content.get(k)) for k in ("From", "Subject", "ReplyTo", "EnvelopeFrom")]
+        for where, value in headers:
+            if isinstance(value, str) and _HEADER_BREAK.search(value):
+                return f"{where} must not contain CR, LF or NUL (header injection)"
+        for t in to_list:
+            if any(ch in t for ch in '<>,;"') or any(ch.isspace() for ch in t):
+                return f"Recipients.To {t!r} is not a bare e-mail address"
         return None
 
     # --- control API -----------------------------------------------------------------------------------
@@ -731,7 +805,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--account-sid", default="ACsandbox00000000000000000000000000")
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default="sandbox-auth-token")
     parser.add_argument("--api-key", default="sandbox-api-key")
     parser.add_argument("--mode", default="ok")

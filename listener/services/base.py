@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 import asyncpg
 
@@ -32,13 +31,6 @@ async def wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def seconds_until(moment: datetime | None, cap: float) -> float:
-    """Seconds from now until `moment`, within [0, cap]; None (nothing scheduled) → cap."""
-    if moment is None:
-        return cap
-    return min(cap, max(0.0, (moment - datetime.now(UTC)).total_seconds()))
 
 
 async def run_service(name: str, step: Step, *, stop: asyncio.Event, wake: asyncio.Event | None = None,
