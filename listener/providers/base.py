@@ -42,6 +42,9 @@ MAX_ATTEMPTS = 6
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_CAP_S = 5.0
 MAX_ERROR_TEXT = 300
+# A retry is started only with at least this long left before the deadline: one clipped to less would most
+# likely time out, turning a clear refusal (a 429 or 5xx) into outcome_unknown.
+MIN_RETRY_WINDOW_S = 0.2
 
 
 class OutboundMessage(BaseModel):
@@ -153,7 +156,8 @@ async def send_with_retries(
     """
 
     def stop(state: RetryCallState) -> bool:  # attempt_number counts the tenacity attempts, after the first
-        return state.attempt_number + 1 >= max_attempts or time.monotonic() + state.upcoming_sleep >= deadline
+        return (state.attempt_number + 1 >= max_attempts
+                or time.monotonic() + state.upcoming_sleep + MIN_RETRY_WINDOW_S >= deadline)
 
     attempts = 0
 
@@ -173,7 +177,7 @@ async def send_with_retries(
         if not error.retryable or max_attempts <= 1:
             raise
         first_wait = max(error.retry_after or 0.0, _backoff(1))
-        if time.monotonic() + first_wait >= deadline:
+        if time.monotonic() + first_wait + MIN_RETRY_WINDOW_S >= deadline:
             raise
         log.info("provider attempt 1 failed (%s); retrying in %.2fs", error.error_code, first_wait)
         await asyncio.sleep(first_wait)
