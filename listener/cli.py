@@ -19,6 +19,7 @@ from rich.table import Table
 from listener.database import DatabaseError, connect, database_url, migrate
 from listener.settings import Settings, SettingsError, get_settings
 from listener.status import system_status
+from listener.vocabulary import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
@@ -132,7 +133,7 @@ def render_status(status: dict[str, Any]) -> None:
                   f"{q['processing']} · oldest due {'-' if age is None else f'{age:.1f}s'} · "
                   f"pending reactions {q['pending_reactions']}")
     table = Table(title=f"touch_runs ({status['touch_runs_total']})")
-    channels = ["voice", "whatsapp", "sms", "email"]
+    channels = list(CHANNELS)
     table.add_column("status")
     for channel in channels:
         table.add_column(channel, justify="right")
