@@ -23,6 +23,7 @@ from listener.notifier import Notifier
 from listener.providers.base import Provider, build_providers, unconfigured_channels
 from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
+from listener.services.heartbeat import run_heartbeat
 from listener.settings import Settings
 from listener.sweeper import expire_leases
 
@@ -114,6 +115,7 @@ class Daemon:
                 for job in self.periodic_jobs:
                     group.create_task(self._periodic_loop(job))
                 group.create_task(self._announce_ready())
+                group.create_task(run_heartbeat(self.pool, self.worker_id, self.stop, listening=self.notifier.connected.is_set))
         finally:
             await self._shutdown()
 
