@@ -153,6 +153,7 @@ def resolve(text: Any) -> Resolved:
             campaign = next(i for i in ids if i != lead)
         elif lead is None or lead == campaign:
             lead = next(i for i in ids if i != campaign)
+        assert lead is not None and campaign is not None
         return Resolved(LEAD_ENROLL, {"lead_id": lead, "campaign_id": campaign})
 
     meaningful = vocabulary - FILLER - LEAD_NOUNS

@@ -105,18 +105,19 @@ class LiveFeed:
         while not self.stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncio.wait_for(asyncpg.connect(url), timeout=10)
+                listening: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(url), timeout=10)
+                conn = listening
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                listening.add_termination_listener(lambda _c: lost.set())
                 for channel in CHANNELS:
-                    await conn.add_listener(channel, self._notified)
+                    await listening.add_listener(channel, self._notified)
                 self.connected, backoff = True, 0.1
                 self.wake.set()  # catch up on whatever happened while not listening
                 while not self.stop.is_set() and not lost.is_set():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), timeout=5.0)
                     if not self.stop.is_set() and not lost.is_set():
-                        await conn.execute(Q.dash_ping, timeout=5.0)
+                        await listening.execute(Q.dash_ping, timeout=5.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 — the feed's LISTEN comes back whatever broke it
@@ -205,12 +206,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     queue = feed.subscribe()
     try:
         await response.write(b"retry: 2000\n\n")
-        for event in await feed.backlog():
-            await response.write(_sse(event, "backlog"))
+        for past in await feed.backlog():
+            await response.write(_sse(past, "backlog"))
         await response.write(b"event: ready\ndata: {}\n\n")
         while not feed.stop.is_set():
             try:
-                event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
+                event: dict[str, Any] | None = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
             except asyncio.TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
