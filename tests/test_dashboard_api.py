@@ -295,3 +295,34 @@ async def test_pages_render(db, db_url):
         assert (await client.get(f"/touches/{uuid.uuid4()}")).status == 404
         assert (await client.get(f"/leads/{uuid.uuid4()}")).status == 404
         assert (await client.get("/touches/nope")).status == 400
+
+
+async def test_revenue_asi_web_serves_the_dashboard(db_url):
+    import signal
+    import socket
+
+    import aiohttp
+
+    from tests.cli_runner import SCRIPT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = cli_env(db_url, PORT=str(port), REVENUE_ASI_DASHBOARD_TOKEN=TOKEN)
+    process = await asyncio.create_subprocess_exec(str(SCRIPT), "web", env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                   stderr=asyncio.subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        while b"web application on" not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
+            assert line, "revenue-asi web exited"
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{port}"
+            async with http.get(f"{base}/readyz") as ready:
+                assert ready.status == 200
+            async with http.get(f"{base}/api/status") as denied:
+                assert denied.status == 401
+            async with http.get(f"{base}/api/status", headers={"Authorization": f"Bearer {TOKEN}"}) as ok:
+                assert ok.status == 200 and "queue" in await ok.json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
