@@ -10,9 +10,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from listener.database import connect
-from listener.intents.status import system_status
 from listener.web import db as web_db
+from listener.web.app import POOL
 from tests import factories
 from tests.cli_runner import cli, cli_env
 from tests.harness import daemon_settings, running_daemon, wait_until
@@ -224,7 +223,7 @@ async def test_dashboard_reads_are_read_only_and_time_limited(db_url):
         async with web_db.read_only(app, timeout_ms=50) as conn:
             with pytest.raises(asyncpg.QueryCanceledError):
                 await conn.execute("select pg_sleep(2)")
-        async with app[__import__("listener.web.app", fromlist=["POOL"]).POOL].acquire() as conn:
+        async with app[POOL].acquire() as conn:
             assert await conn.fetchval("show statement_timeout") == "0"  # SET LOCAL ended with the transaction
 
 
@@ -246,27 +245,48 @@ async def test_heartbeat_and_home_page_show_the_daemon(db, db_url):
     assert row["stopped_at"] is not None and row["listen_connected"] is False
 
 
+async def sse_event(response, kind: str) -> dict:
+    """The data of the next server-sent event of `kind` on an open /api/feed response."""
+    event = None
+    while True:
+        line = (await response.content.readline()).decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == kind:
+            return json.loads(line[6:])
+
+
 async def test_live_feed_streams_an_event_inserted_after_connecting(db, db_url):
     account_id = await factories.account(db)
     lead_id = await factories.lead(db, account_id)
     async with web_client(db_url) as client:
         response = await client.get("/api/feed")
         assert response.status == 200 and response.content_type == "text/event-stream"
-
-        async def next_event(kind: str) -> dict:
-            event = None
-            while True:
-                line = (await response.content.readline()).decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == kind:
-                    return json.loads(line[6:])
-
-        await asyncio.wait_for(next_event("ready"), 10)
+        await asyncio.wait_for(sse_event(response, "ready"), 10)
         event_id = await factories.event(db, lead_id, "reply_positive", payload_={"body": "sí, me interesa"})
-        event = await asyncio.wait_for(next_event("event"), 10)
+        event = await asyncio.wait_for(sse_event(response, "event"), 10)
         assert event["id"] == str(event_id) and event["event_type"] == "reply_positive"
         assert "body" not in json.dumps(event) and "interesa" not in json.dumps(event)
+        response.close()
+
+
+async def test_live_feed_comes_back_after_its_listen_connection_is_cut(db, db_url):
+    from listener.web.feed import APPLICATION_NAME
+
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    async with web_client(db_url) as client:
+        response = await client.get("/api/feed")
+        await asyncio.wait_for(sse_event(response, "ready"), 10)
+        await wait_until(db_url, "select count(*) = 1 from pg_stat_activity where application_name = $1",
+                         APPLICATION_NAME)
+        assert await db.fetchval("select pg_terminate_backend(pid) from pg_stat_activity"
+                                 " where application_name = $1", APPLICATION_NAME)
+        await wait_until(db_url, "select count(*) = 1 from pg_stat_activity where application_name = $1",
+                         APPLICATION_NAME)  # reconnected by itself
+        event_id = await factories.event(db, lead_id, "do_not_contact")
+        event = await asyncio.wait_for(sse_event(response, "event"), 10)
+        assert event["id"] == str(event_id)
         response.close()
 
 

@@ -84,8 +84,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not hmac.compare_digest(given.encode(), token.encode()):
         return page(request, "login.html", {"next": target, "error": "wrong token"}, status=401)
     response = web.HTTPSeeOther(target)
+    behind_tls = (request.app[SETTINGS].public_url or "").startswith("https://")  # a proxy terminates TLS
     response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict", path="/",
-                        secure=request.secure, max_age=12 * 3600)
+                        secure=request.secure or behind_tls, max_age=12 * 3600)
     raise response
 
 

@@ -37,6 +37,7 @@ BACKLOG = 25
 QUEUE_SIZE = 500
 KEEPALIVE_S = 15.0
 MAX_BACKOFF_S = 5.0
+APPLICATION_NAME = "revenue-asi web: live feed"  # how its LISTEN connection shows in pg_stat_activity
 
 
 class LiveFeed:
@@ -105,7 +106,8 @@ class LiveFeed:
         while not self.stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
-                listening: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(url), timeout=10)
+                listening: asyncpg.Connection = await asyncio.wait_for(
+                    asyncpg.connect(url, server_settings={"application_name": APPLICATION_NAME}), timeout=10)
                 conn = listening
                 lost = asyncio.Event()
                 listening.add_termination_listener(lambda _c: lost.set())
