@@ -26,7 +26,7 @@ select count(*)::bigint from touch_runs
 where status = 'processing' and locked_until < now() + make_interval(secs => $1)
 
 -- name: dash_deferred_by_reason
--- core_memory_events_created, then touch_runs_pkey: touches deferred in the last day that still wait, by reason
+-- core_memory_events_deferred, then touch_runs_pkey: touches deferred in the last day that still wait, by reason
 -- (§13 touch_deferred events; a newer deferral of the same touch wins).
 select reason, count(*)::bigint as n
 from (
