@@ -80,9 +80,15 @@ class LiveFeed:
                 queue.put_nowait(event)
 
     async def backlog(self, limit: int = BACKLOG) -> list[dict[str, Any]]:
+        """The latest events for a new subscriber (call after `subscribe`). The first subscriber also starts the
+        feed's cursor here, so whatever commits after this read is published and nothing before it twice."""
         async with read_only(self.app) as conn:
-            rows = await conn.fetch(Q.dash_recent_events, None, limit)
-        return [jsonable(dict(r)) for r in reversed(rows)]
+            rows = await conn.fetch(Q.dash_recent_events, None, BATCH if self.cursor is None else limit)
+            if self.cursor is None:
+                for row in rows:
+                    self._remember(str(row["id"]))
+                self.cursor = rows[0]["created_at"] if rows else await conn.fetchval(Q.dash_now)
+        return [jsonable(dict(r)) for r in reversed(rows[:limit])]
 
     # --- the loops -----------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -156,14 +162,9 @@ class LiveFeed:
             await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))  # rate limit, not synchronisation
 
     async def _poll(self) -> None:
-        self.queries += 1
-        if self.cursor is None:  # first subscriber: start from what is there (the backlog showed the past)
-            async with read_only(self.app) as conn:
-                rows = await conn.fetch(Q.dash_recent_events, None, BATCH)
-            for row in rows:
-                self._remember(str(row["id"]))
-            self.cursor = rows[0]["created_at"] if rows else await self._now()
+        if self.cursor is None:  # no subscriber has read its backlog yet: that read starts the cursor
             return
+        self.queries += 1
         async with read_only(self.app) as conn:
             rows = await conn.fetch(Q.dash_recent_events, self.cursor - OVERLAP, BATCH)
         fresh = [jsonable(dict(r)) for r in reversed(rows) if self._remember(str(r["id"]))]
@@ -171,11 +172,6 @@ class LiveFeed:
             self.cursor = max(self.cursor, rows[0]["created_at"])
         if fresh:
             self._publish(fresh)
-
-    async def _now(self) -> datetime:
-        async with read_only(self.app) as conn:
-            now: datetime = await conn.fetchval(Q.dash_now)
-            return now
 
 
 FEED = web.AppKey("live_feed", LiveFeed)

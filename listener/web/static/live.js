@@ -33,6 +33,7 @@
   }
 
   function addEvent(tbody, e, fresh) {
+    if (tbody.querySelector('tr[data-event-id="' + e.id + '"]')) { return; }  // backlog and live may overlap
     var row = document.createElement("tr");
     row.dataset.eventId = e.id;
     if (e.touch_run_id) { row.dataset.touch = e.touch_run_id; }
