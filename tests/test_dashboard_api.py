@@ -295,6 +295,9 @@ async def test_pages_render(db, db_url):
     lead_id = await factories.lead(db, account_id, full_name="Ana Perez")
     campaign_id = await campaign(db, account_id, name="Spring")
     await enroll(db, campaign_id, lead_id)
+    stopped = await factories.lead(db, account_id, full_name="Bruno Diaz")
+    await db.execute("insert into campaign_leads (campaign_id, lead_id, status, stop_reason) values ($1, $2,"
+                     " 'stopped', 'reply_positive')", campaign_id, stopped)
     touch_id = await factories.touch(db, account_id, lead_id, campaign_id=campaign_id, status="sent",
                                      payload_=factories.payload("sms", provider_config={"auth_token": "tok123"}))
     await factories.event(db, lead_id, "touch_deferred", direction="internal",
@@ -311,7 +314,8 @@ async def test_pages_render(db, db_url):
         assert "delivered" in detail and "Ana Perez" in detail
         fragment = await (await client.get("/jobs", headers={"X-Fragment": "1"})).text()
         assert "<html" not in fragment and "job_runs" in fragment
-        assert "Spring" in await (await client.get("/campaigns")).text()
+        campaigns = await (await client.get("/campaigns")).text()
+        assert "Spring" in campaigns and "reply_positive 1" in campaigns
         assert (await client.get(f"/touches/{uuid.uuid4()}")).status == 404
         assert (await client.get(f"/leads/{uuid.uuid4()}")).status == 404
         assert (await client.get("/touches/nope")).status == 400

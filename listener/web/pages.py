@@ -120,8 +120,14 @@ async def campaigns(request: web.Request) -> web.Response:
         if f["status"] == "stopped":
             reason = f["stop_reason"] or "unknown"
             step["stop_reasons"][reason] = step["stop_reasons"].get(reason, 0) + f["n"]
-    for row in rows:
-        row["funnel"] = sorted(by_campaign.get(row["id"], {}).items())
+    for row in rows:  # every step, also those nobody is on now; "reached": leads at this step or a later one
+        steps = by_campaign.get(row["id"], {})
+        last = max([row["steps"], *steps])
+        funnel = [(n, steps.get(n, {"counts": {s: 0 for s in CAMPAIGN_LEAD_STATUSES}, "stop_reasons": {}}))
+                  for n in range(1, last + 1)]
+        for i, (_, step) in enumerate(funnel):
+            step["reached"] = sum(sum(later["counts"].values()) for _, later in funnel[i:])
+        row["funnel"] = funnel
     return page(request, "campaigns.html", {"campaigns": rows, "statuses": CAMPAIGN_LEAD_STATUSES})
 
 
