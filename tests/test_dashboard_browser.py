@@ -51,6 +51,8 @@ async def test_every_page_in_a_real_browser(db, db_url, chromium_binary):
         settings = daemon_settings(fake, worker_id="browser-test-daemon", orchestrator_interval_s=0.5)
         async with running_daemon(db_url, settings, periodic_jobs=periodic_jobs(settings)):
             await wait_until(db_url, "select count(*) >= 3 from campaign_leads where status = 'completed'", timeout=60)
+            await wait_until(db_url, "select listen_connected from daemon_heartbeats where worker_id = $1",
+                             "browser-test-daemon")
             deferred = await factories.touch(db, world["account_id"], world["lead_ids"][0], channel="sms",
                                              status="scheduled", scheduled_in_s=7200)
             await factories.event(db, world["lead_ids"][0], "touch_deferred", direction="internal", channel="sms",
@@ -79,6 +81,9 @@ async def test_every_page_in_a_real_browser(db, db_url, chromium_binary):
                 assert await page.evaluate("document.getElementById('daemons-alive').textContent.trim()") == "1"
                 text = await page.evaluate("document.body.innerText")
                 assert "browser-test-daemon" in text and "quiet_hours" in text and "21211" in text
+                daemon_row = await page.evaluate("[...document.querySelectorAll('tr')].find(r => r.innerText.includes("
+                                                 "'browser-test-daemon')).innerText")
+                assert "connected" in daemon_row and "alive" in daemon_row
                 await page.screenshot(SCREENSHOTS / "overview.png")
                 assert page.errors == []
 

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 5.0
 BEAT_TIMEOUT_S = 5.0
+LISTEN_DOWN_INTERVAL_S = 0.5
 
 
 async def run_heartbeat(pool: asyncpg.Pool, worker_id: str, stop: asyncio.Event, interval_s: float = DEFAULT_INTERVAL_S,
@@ -26,10 +27,11 @@ async def run_heartbeat(pool: asyncpg.Pool, worker_id: str, stop: asyncio.Event,
     hostname, pid = socket.gethostname(), os.getpid()
     first = True
     while not stop.is_set():
+        connected = None if listening is None else listening()
         try:
             async with pool.acquire(timeout=BEAT_TIMEOUT_S) as conn:
-                await conn.execute(Q.heartbeat_beat, worker_id, hostname, pid, interval_s,
-                                   None if listening is None else listening(), timeout=BEAT_TIMEOUT_S)
+                await conn.execute(Q.heartbeat_beat, worker_id, hostname, pid, interval_s, connected,
+                                   timeout=BEAT_TIMEOUT_S)
                 if first:
                     await conn.execute(Q.heartbeat_forget_old, timeout=BEAT_TIMEOUT_S)
                     first = False
@@ -37,8 +39,9 @@ async def run_heartbeat(pool: asyncpg.Pool, worker_id: str, stop: asyncio.Event,
             raise
         except Exception as exc:  # noqa: BLE001 — a missed beat shows on the dashboard; the daemon goes on
             log.warning("heartbeat: could not write (%s); retrying in %.1fs", type(exc).__name__, interval_s)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        try:  # while LISTEN is down (at start, or reconnecting) beat sooner, so its return shows at once
+            await asyncio.wait_for(stop.wait(), timeout=interval_s if connected is not False else
+                                   min(interval_s, LISTEN_DOWN_INTERVAL_S))
         except asyncio.TimeoutError:
             pass
     try:
