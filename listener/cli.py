@@ -18,7 +18,7 @@ from rich.table import Table
 
 from listener.database import DatabaseError, connect, database_url, migrate
 from listener.settings import Settings, SettingsError, get_settings
-from listener.status import system_status
+from listener.intents.status import system_status
 from listener.vocabulary import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -421,7 +421,7 @@ def lead_inspect_command(
 ) -> None:
     """The lead, its contacts, suppression, next action, campaigns, open and recent touches, last events, and the
     current fallback decision for each active step (decide_next_channel_for_lead)."""
-    from listener.lead import LeadError, inspect_lead
+    from listener.intents.lead import LeadError, inspect_lead
 
     settings = settings_or_exit()
     url = url_or_exit(settings)
@@ -516,7 +516,7 @@ def lead_enroll_command(
 ) -> None:
     """Enroll a lead in a campaign (a campaign_leads row at the first step); the touch orchestrator creates its
     first touch. An unknown id, a suppressed lead, an archived campaign or a lead already enrolled is an error."""
-    from listener.lead import LeadError, enroll_lead
+    from listener.intents.lead import LeadError, enroll_lead
 
     settings = settings_or_exit()
     url = url_or_exit(settings)

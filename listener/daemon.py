@@ -25,6 +25,7 @@ from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 from listener.moments import seconds_until
 from listener.services.base import DB_ERRORS, run_service, wait_any
+from listener.services.heartbeat import run_heartbeat
 from listener.settings import Settings
 from listener.sweeper import SweepService
 
@@ -107,6 +108,7 @@ class Daemon:
                     group.create_task(run_service(job.name, _periodic(job, self.pool), stop=self.stop,
                                                   idle_s=job.interval_s))
                 group.create_task(self._announce_ready())
+                group.create_task(run_heartbeat(self.pool, self.worker_id, self.stop, listening=self.notifier.connected.is_set))
         finally:
             await self._shutdown(completer_task)
 

@@ -338,6 +338,18 @@ async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Sna
     return done
 
 
+async def start_dashboard(settings: Settings, url: str) -> tuple[Any, str]:
+    """The web application beside the demo's daemon (SPEC §14): on REVENUE_ASI_HTTP_HOST:PORT when that is free
+    (loopback unless a dashboard token is set), else on a free port."""
+    from listener.web.app import UnsafeBindError, is_loopback, start
+
+    host = settings.http_host if is_loopback(settings.http_host) or settings.dashboard_token else "127.0.0.1"
+    try:
+        return await start(settings, url, host, settings.http_port)
+    except (OSError, UnsafeBindError):
+        return await start(settings, url, "127.0.0.1", 0)
+
+
 async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console: Console | None = None,
                    live: bool | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     console = console or Console(soft_wrap=not sys.stdout.isatty())
@@ -377,6 +389,15 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
             task.result()
         console.print(f"daemon {daemon.worker_id} running (dispatch, reactions, sweep, touch orchestrator every "
                       f"{settings.orchestrator_interval_s:g}s); enrolling leads…", highlight=False)
+        try:
+            web_runner, dashboard_url = await start_dashboard(settings, url)
+        except BaseException:
+            daemon.request_stop()
+            await asyncio.wait_for(task, timeout=30)
+            raise
+        sign_in = " (sign in with REVENUE_ASI_DASHBOARD_TOKEN)" if settings.dashboard_token else ""
+        console.print(f"dashboard: {dashboard_url}{sign_in} — live while the demo runs; `revenue-asi web` serves "
+                      "it for good", highlight=False)
         started = time.monotonic()
         conn = await connect(url)
         try:
@@ -387,6 +408,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                 await asyncio.wait_for(task, timeout=30)
             if not ready.done():
                 ready.cancel()
+            await web_runner.cleanup()
             try:
                 left = await wind_down(conn, world)
                 snap = await snapshot(conn, world)
@@ -410,7 +432,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         "leads": len(world.leads), "elapsed_s": round(elapsed, 1), "all_ended": ended,
         "sandbox_requests": requests, "touches_by_channel": by_channel, "decisions": dict(sorted(snap.decisions.items())),
         "cadences_completed": completed, "cadences_stopped": stopped,
-        "cadences_active": len(world.leads) - completed - stopped,
+        "cadences_active": len(world.leads) - completed - stopped, "dashboard_url": dashboard_url,
     }
     console.print(f"cadences completed {completed} · stopped {stopped} · still active "
                   f"{summary['cadences_active']}", highlight=False)

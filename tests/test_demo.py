@@ -15,6 +15,7 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
     assert result.rc == 0, result.err
     out = result.out
     assert "SANDBOX providers: fake Twilio + ElasticEmail on http://127.0.0.1:" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ — live while the demo runs", out)
     account_id = uuid.UUID(re.search(r"demo account: Revenue ASI demo .* \(([0-9a-f-]{36})\)", out).group(1))
     campaign_id = uuid.UUID(re.search(r"campaign ([0-9a-f-]{36}) · 8 leads", out).group(1))
 
@@ -63,6 +64,7 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
     assert again.rc == 0, again.err
     second = json.loads(again.out)
     assert second["account_id"] != str(account_id) and second["leads"] == 3
+    assert second["dashboard_url"].startswith("http://127.0.0.1:")
     assert "SANDBOX" in again.err
     assert await db.fetchval("select count(*) from accounts where name like 'Revenue ASI demo %'") == 2
 
