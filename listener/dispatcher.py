@@ -26,6 +26,7 @@ from listener.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.payload import TouchPayload, parse_payload
 from listener.providers.base import Provider
 from listener.queries import Q
+from listener.sendcaps import send_rules_gate
 from listener.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class DispatchStats:
     failed: int = 0
     canceled: int = 0
     lost_lease: int = 0
+    deferred: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 
 
@@ -168,6 +170,13 @@ class Dispatcher:
                 outcomes.append(canceled(row["id"], reason))
             else:
                 parsed.append((row, payload))
+        # sending rules (SPEC §13): quiet hours, window, holidays, caps — on the same snapshot, before any send
+        gate = await send_rules_gate(conn, parsed, now, self.settings, [row["id"] for row in rows])
+        outcomes.extend(failed(touch_id, failure, self._secrets) for touch_id, failure in gate.failures)
+        if gate.deferrals:
+            await conn.fetch(Q.defer_touches, [d.as_row() for d in gate.deferrals], self.worker_id)
+            self.stats.deferred += len(gate.deferrals)
+        parsed = gate.kept
         templates = await self._templates_for(conn, parsed)
         sends = []
         for row, payload in parsed:

@@ -31,6 +31,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def cli_env(db_url: str, **extra: str) -> dict[str, str]:
     """A clean environment on `db_url`, with wide, plain output for assertions on text."""
+    extra.setdefault("REVENUE_ASI_QUIET_HOURS", "off")  # any hour of the day; quiet-hours tests pass their own
     return clean_env(DATABASE_URL=db_url, COLUMNS="200", NO_COLOR="1", TERM="dumb", **extra)
 
 
