@@ -34,6 +34,9 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
     for row in await conn.fetch(Q.status_last_job_runs):
         jobs[row["job"]] = {k: _jsonable(v) for k, v in dict(row).items() if k != "job"}
     cadences = await conn.fetchrow(Q.status_cadences)
+    deferred = {row["reason"]: {"touches": row["touches"], "next_at": _jsonable(row["next_at"]),
+                                "last_at": _jsonable(row["last_at"])}
+                for row in await conn.fetch(Q.deferred_touches_by_reason)}  # §13 sending rules
     return {
         "database": {"reachable": True, "server_version": conn.get_server_version().major,
                      "schema_version": version["version"], "migrations": version["migrations"]},
@@ -43,6 +46,7 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "events_last_hour": events,
         "events_last_hour_total": sum(events.values()),
         "failures_last_hour": failures,
+        "deferred": deferred,
         "jobs": jobs,
         "cadences": {"campaign_leads": cadences["campaign_leads"], "cooldown_timers": cadences["cooldown_timers"],
                      "next_cooldown_at": _jsonable(cadences["next_cooldown_at"]),

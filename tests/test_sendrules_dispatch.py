@@ -18,6 +18,7 @@ from listener.queries import Q
 from listener.sendcaps import send_rules_gate
 from listener.settings import load_settings
 from tests import factories
+from tests.cli_runner import cli, cli_env
 from tests.harness import daemon_settings, events_of, running_daemon, wait_until
 
 DEFAULT_QUIET = "21:00-08:00"
@@ -223,3 +224,11 @@ async def test_status_and_lead_inspect_show_deferred_touches(db, db_url):
     (row,) = await db.fetch(Q.lead_deferred_touches, lead_id)
     assert row["id"] == touch_id and row["reason"] == "quiet_hours"
     assert row["next_at"] == await db.fetchval("select scheduled_at from touch_runs where id = $1", touch_id)
+    status = await cli("status", env=cli_env(db_url))
+    assert status.rc == 0, status.err
+    assert f"deferred by sending rules: quiet_hours 1 (next {row['next_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S}" \
+        in status.out
+    inspect = await cli("lead", "inspect", str(lead_id), env=cli_env(db_url))
+    assert inspect.rc == 0, inspect.err
+    assert "deferred sms touch" in inspect.out and ": quiet_hours · goes at " \
+        f"{row['next_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} · lead time zone {row['lead_timezone']}" in inspect.out
