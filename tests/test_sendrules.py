@@ -193,8 +193,7 @@ def test_holiday_defers_to_the_next_working_moment():
 
 
 def test_holiday_subdivision():
-    # 2026-04-02 is Holy Thursday: a holiday in Madrid's region (ES-MD) — and a working day elsewhere? Pick a
-    # subdivision-only holiday the package knows: Florida's Susan B. Anthony Day is not one; use ES-CT's Sant Esteve.
+    # Sant Esteve (26 December) is a holiday in Catalonia (ES-CT), not in Spain as a whole
     catalonia = parse_skip_holidays("ES-CT")
     spain = parse_skip_holidays("ES")
     assert catalonia is not None and spain is not None
@@ -290,3 +289,15 @@ def test_next_allowed_is_the_first_allowed_moment(instant, zone_name, window, qu
     while probe < found:  # every minute over the gap is blocked
         assert rules.blocked(probe.astimezone(zone)) is not None, probe
         probe += step
+
+
+@pytest.mark.parametrize("utc_hour", range(24))
+def test_demo_places_its_leads_by_day_and_night_at_any_hour(utc_hour):
+    from listener.demo import demo_zones
+
+    now = utc(2026, 3, 29, utc_hour, 37)
+    day, night = demo_zones("21:00-08:00", now)
+    assert 11 <= now.astimezone(ZoneInfo(day)).hour <= 13
+    assert night is not None and now.astimezone(ZoneInfo(night)).hour in (2, 3, 4)
+    assert DEFAULT_QUIET.contains(now.astimezone(ZoneInfo(night)).hour * 60)
+    assert demo_zones("off", now) == ("Europe/Madrid", None)
