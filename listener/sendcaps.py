@@ -27,7 +27,8 @@ import asyncpg
 from listener.errors import TouchFailure
 from listener.queries import Q
 from listener.sendrules import (
-    CAP_WINDOW, LEAD_CAP, SENDER_CAP, Deferral, QuietHours, SendRulesInput, TouchRules, parse_quiet_hours, rules_for)
+    CAP_WINDOW, LEAD_CAP, SENDER_CAP, Deferral, QuietHours, SendRulesInput, TouchRules, parse_quiet_hours, rules_for,
+    unruled)
 from listener.settings import Settings
 
 SENDER_LOCK_NAMESPACE, LEAD_LOCK_NAMESPACE = 1301, 1302
@@ -100,6 +101,9 @@ async def send_rules_gate(conn: asyncpg.Connection, rows: Sequence[tuple[Mapping
     allowed: list[tuple[tuple[Mapping[str, Any], Any], SendRulesInput, TouchRules]] = []
     for pair in rows:
         ctx = SendRulesInput.from_row(pair[0])
+        if unruled(ctx, quiet):
+            gate.kept.append(pair)
+            continue
         try:
             rules = rules_for(ctx, quiet, settings.default_timezone, settings.default_region)
             reason = rules.rules.blocked(now.astimezone(rules.zone.zone))

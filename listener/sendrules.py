@@ -208,22 +208,24 @@ class NoAllowedMoment(TouchFailure):
         super().__init__(INVALID_SEND_RULES, why, "permanent")
 
 
-def _local_instants(day: date, minute: int, zone: ZoneInfo) -> list[datetime]:
+@lru_cache(maxsize=16384)
+def _local_instants(day: date, minute: int, zone: ZoneInfo) -> tuple[datetime, ...]:
     """The UTC instants whose lead-local wall clock reads `day minute` (both folds; zoneinfo maps a time in a
     spring-forward gap to an instant after the gap, which the transition candidate covers)."""
     if minute >= MIDNIGHT_END:
-        return []
+        return ()
     wall = datetime.combine(day, time(minute // 60, minute % 60))
-    return [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
+    return tuple(wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
 
 
-def _transitions(day: date, zone: ZoneInfo) -> list[datetime]:
+@lru_cache(maxsize=16384)
+def _transitions(day: date, zone: ZoneInfo) -> tuple[datetime, ...]:
     """UTC instants where the zone's offset changes during the 24 h after this day's local midnight (minute
     precision, found by bisection) — the moments a DST jump can open an allowed interval."""
     start = datetime.combine(day, time(0)).replace(tzinfo=zone).astimezone(UTC) - timedelta(hours=3)
     end = start + timedelta(hours=30)
     if start.astimezone(zone).utcoffset() == end.astimezone(zone).utcoffset():
-        return []
+        return ()
     lo, hi = start, end  # offset(lo) != offset(hi); find the first minute with offset(hi)
     target = hi.astimezone(zone).utcoffset()
     while hi - lo > timedelta(minutes=1):
@@ -235,7 +237,7 @@ def _transitions(day: date, zone: ZoneInfo) -> list[datetime]:
             hi = mid
         else:
             lo = mid
-    return [hi]
+    return (hi,)
 
 
 def next_allowed(instant: datetime, zone: ZoneInfo, rules: Rules) -> datetime:
@@ -252,7 +254,7 @@ def next_allowed(instant: datetime, zone: ZoneInfo, rules: Rules) -> datetime:
         if rules.day_blocked(day) is not None:
             continue
         candidates = [c for a, _ in intervals for c in _local_instants(day, a, zone)]
-        candidates += _transitions(day, zone)
+        candidates += list(_transitions(day, zone))
         good = [c for c in candidates if c >= instant and rules.blocked(c.astimezone(zone)) is None]
         if good:
             return min(good)
@@ -296,6 +298,7 @@ class LeadZone:
     ignored: tuple[str, ...] = ()  # why a higher source was skipped (invalid names)
 
 
+@lru_cache(maxsize=65536)
 def resolve_zone(lead_timezone: str | None, enriched_timezone: str | None, phone: str | None,
                  default_timezone: str, region: str | None = None) -> LeadZone:
     """§13 order: leads.timezone → lead_enriched.timezone → the phone's single zone → the default."""
@@ -369,15 +372,26 @@ class TouchRules:
                         self.zone.ignored)
 
 
+RULE_KEYS = ("send_window", "skip_holidays", "max_touches_per_day")
+
+
+def unruled(ctx: SendRulesInput, quiet: QuietHours | None) -> bool:
+    """True when no rule can apply to this touch (the common case costs no zone lookup): no quiet hours for its
+    channel, no window, holidays or lead cap in its routing, no daily cap on its sender."""
+    return ((quiet is None or ctx.channel not in QUIET_HOURS_CHANNELS)
+            and not any(ctx.routing.get(key) is not None for key in RULE_KEYS)
+            and ctx.sender_config.get("daily_cap") is None)
+
+
 def rules_for(ctx: SendRulesInput, quiet: QuietHours | None, default_timezone: str,
               region: str | None = None) -> TouchRules:
     """Parse a touch's rules; raises TouchFailure(invalid_send_rules) for a rule that cannot be honoured."""
-    zone = resolve_zone(ctx.lead_timezone, ctx.enriched_timezone, ctx.phone, default_timezone, region)
     rules = Rules(quiet=quiet if ctx.channel in QUIET_HOURS_CHANNELS else None,
                   window=parse_send_window(ctx.routing.get("send_window")),
                   holidays=parse_skip_holidays(ctx.routing.get("skip_holidays")))
-    if not rules.open_intervals():
+    if rules.window is not None and not rules.open_intervals():  # quiet hours alone always leave some time
         raise NoAllowedMoment("routing.send_window: lies entirely within quiet hours; no moment is allowed")
+    zone = resolve_zone(ctx.lead_timezone, ctx.enriched_timezone, ctx.phone, default_timezone, region)
     return TouchRules(zone, rules,
                       sender_cap=parse_cap(ctx.sender_config.get("daily_cap"),
                                            "account_provider_settings.config.daily_cap"),
@@ -387,6 +401,8 @@ def rules_for(ctx: SendRulesInput, quiet: QuietHours | None, default_timezone: s
 def deferral_for(ctx: SendRulesInput, now: datetime, quiet: QuietHours | None, default_timezone: str,
                  region: str | None = None) -> Deferral | None:
     """The time rules for one touch at `now`: None if it may go now (caps aside), else its deferral."""
+    if unruled(ctx, quiet):
+        return None
     parsed = rules_for(ctx, quiet, default_timezone, region)
     reason = parsed.rules.blocked(now.astimezone(parsed.zone.zone))
     if reason is None:
