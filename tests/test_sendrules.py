@@ -49,7 +49,9 @@ def test_quiet_hours_parse_default_off_and_edges():
             parse_quiet_hours(bad)
 
 
-def test_a_bad_quiet_hours_or_zone_stops_start_up_with_one_line():
+def test_a_bad_quiet_hours_or_zone_stops_start_up_with_one_line(monkeypatch):
+    monkeypatch.delenv("REVENUE_ASI_QUIET_HOURS", raising=False)
+    monkeypatch.delenv("REVENUE_ASI_DEFAULT_TIMEZONE", raising=False)
     assert load_settings().quiet_hours == "21:00-08:00" and load_settings().default_timezone == "UTC"
     with pytest.raises(SettingsError) as err:
         load_settings(quiet_hours="21:00-25:00")
