@@ -72,7 +72,8 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
 
 SHIPPED: dict[str, Any] = {}  # REVENUE_ASI_CONCURRENCY 32, claim batch 64
 TUNED: dict[str, Any] = {"REVENUE_ASI_CONCURRENCY": 128}  # the bench's setting (docs/performance.md)
-CONFIGS: tuple[tuple[int, dict[str, Any]], ...] = ((1, SHIPPED), (1, TUNED), (2, TUNED))
+RULES_OFF: dict[str, Any] = {"REVENUE_ASI_QUIET_HOURS": "off"}  # the sending rules' cost: shipped vs rules off
+CONFIGS: tuple[tuple[int, dict[str, Any]], ...] = ((1, SHIPPED), (1, RULES_OFF), (1, TUNED), (2, TUNED))
 
 
 def concurrency(settings: Mapping[str, Any]) -> int:
@@ -87,5 +88,8 @@ async def run(env: Env, n: int, configs: tuple[tuple[int, dict[str, Any]], ...] 
         result["concurrency"] = concurrency(settings)
         result["wall_s"] = round(time.perf_counter() - started, 1)
         runs.append(result)
-    return {"touches": n, "payload": "v2 sms touch without routing.fallback: each decision is a cheap stop "
+    shipped = next((r for r in runs if r["daemons"] == 1 and r["settings"] == SHIPPED), None)
+    off = next((r for r in runs if r["daemons"] == 1 and r["settings"] == RULES_OFF), None)
+    rules_ratio = round(shipped["touches_per_s"] / off["touches_per_s"], 2) if shipped and off else None
+    return {"touches": n, "sending_rules_ratio": rules_ratio, "payload": "v2 sms touch without routing.fallback: each decision is a cheap stop "
                                      "(no_fallback_plan) with its fallback_decision event", "runs": runs}

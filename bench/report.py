@@ -27,11 +27,12 @@ def _latency(section: dict[str, Any]) -> str:
 
 
 def _throughput(section: dict[str, Any]) -> str:
-    rows = [[r["daemons"], r.get("concurrency"), r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"],
+    rows = [[r["daemons"], r.get("concurrency") if "REVENUE_ASI_QUIET_HOURS" not in r["settings"] else
+             f"{r.get('concurrency')}, rules off", r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"],
              r["sent"], r["sent_twice"], r["cpu_us_per_touch"]["daemons"], r["cpu_us_per_touch"]["postgres"],
              r["cpu_us_per_touch"]["sandbox"]] for r in section["runs"]]
     return table("throughput: drain of pre-inserted due touches, end to end incl. fallback decisions "
-                 "(cpu = µs of CPU per touch)",
+                 f"(cpu = µs of CPU per touch); sending rules on / off: {section.get('sending_rules_ratio')}",
                  ["daemons", "concurrency", "touches", "seconds", "touches/s", "all sent at s", "sent", "sent twice",
                   "cpu daemons", "cpu postgres", "cpu fake"], rows)
 

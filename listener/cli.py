@@ -151,6 +151,9 @@ def render_status(status: dict[str, Any]) -> None:
         for item in aside.get("latest", []):
             console.print(f"  {item.get('event_type')} event {item.get('event_id')} lead {item.get('lead_id')}: "
                           f"{item.get('error')}", highlight=False, markup=False)
+    deferred = ", ".join(f"{reason} {d['touches']} (next {_when(d['next_at'])}, last {_when(d['last_at'])})"
+                         for reason, d in status.get("deferred", {}).items()) or "none"
+    console.print(f"[bold]deferred by sending rules[/]: {deferred}", highlight=False)
     cad = status["cadences"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
@@ -485,6 +488,9 @@ def render_lead(report: dict[str, Any]) -> None:
             table.add_row(_short(t["id"]), _short(t["campaign_id"]), str(t["step"]), t["channel"], t["status"],
                           _when(t["scheduled_at"]), (t.get("error") or "")[:60])
         console.print(table)
+    for d in report.get("deferred_touches", []):
+        console.print(f"[bold]deferred[/] {d['channel']} touch {_short(d['id'])} (step {d['step']}): {d['reason']}"
+                      f" · goes at {_when(d['next_at'])} · lead time zone {d['lead_timezone']}", highlight=False)
     if report["decisions"]:
         table = Table(title="current fallback decision per active step")
         for col in ("campaign", "step", "decision", "current", "next", "cooldown until", "stop reason", "skipped"):

@@ -16,8 +16,8 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -31,13 +31,14 @@ from listener.daemon import Daemon
 from listener.database import DatabaseError, connect, migrate
 from listener.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
+from listener.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
 from listener.settings import Settings, load_settings
 
 ACCOUNT_PREFIX = "Revenue ASI demo"
 CHANNELS = ("voice", "whatsapp", "sms", "email")
 SYMBOL = {"sent": "✓", "failed": "✗", "canceled": "⊘", "queued": "…", "scheduled": "…", "processing": "→"}
 STOP_TYPES = ("reply_positive", "reply_negative", "appointment_booked", "do_not_contact", "unsubscribe")
-SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "fallback_decision", "cadence_completed",
+SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "touch_deferred", "fallback_decision", "cadence_completed",
                 "cadence_stopped", "orchestrator_skipped") + STOP_TYPES
 POLL_S = 0.4
 
@@ -57,6 +58,8 @@ class Persona:
     rule_on: str = "phone"
     reply: str | None = None  # an inbound event the demo simulates …
     reply_after_sent: int = 0  # … once this many of the lead's touches were sent
+    night: bool = False  # lives where it is night now (chosen at run time): quiet hours defer the phone touches
+    timezone: str = "Europe/Madrid"
 
 
 def personas(n: int) -> list[Persona]:
@@ -71,8 +74,8 @@ def personas(n: int) -> list[Persona]:
         Persona("Elena Soto", "books an appointment after 3 touches", "+14155550105", "elena@demo.example",
                 reply="appointment_booked", reply_after_sent=3),
         Persona("Fer Lopez", "never answers: full cadence, both steps", "+14155550106", "fer@demo.example"),
-        Persona("Gabi Torres", "replies negative after 4 touches", "+14155550107", "gabi@demo.example",
-                reply="reply_negative", reply_after_sent=4),
+        Persona("Gabi Torres", "asleep: it is night where she lives, quiet hours defer the call", "+14155550107",
+                "gabi@demo.example", night=True),
         Persona("Hugo Vega", "email bounces at ElasticEmail (400)", "+14155550108", "hugo@demo.example",
                 provider_rule="error:400", rule_on="email"),
     ]
@@ -108,6 +111,43 @@ class DemoWorld:
     replied: set[uuid.UUID] = field(default_factory=set)
 
 
+def _fixed_zones() -> list[str]:
+    return [f"Etc/GMT{-h:+d}" if h else "Etc/GMT" for h in range(-12, 15)]  # Etc/GMT-3 is UTC+3
+
+
+def _quiet_throughout(zone: str, quiet: QuietHours, now: datetime, span: timedelta) -> bool | None:
+    """True if quiet hours hold in `zone` from now for `span`, False if they never do, None if mixed."""
+    rules = Rules(quiet=quiet)
+    states = {rules.blocked((now + span * k / 12).astimezone(zone_named(zone))) is not None for k in range(13)}
+    return states.pop() if len(states) == 1 else None
+
+
+def demo_zones(quiet_hours: str, now: datetime, span: timedelta = timedelta(hours=2)) -> tuple[str, str | None]:
+    """Time zones chosen at run time so the demo works at any hour: a daytime zone (outside quiet hours for the
+    whole demo, local time nearest noon) for most leads, and a night zone (inside them, nearest 03:00) for the
+    one whose call quiet hours defer — None when quiet hours are off or cover no whole span."""
+    quiet = parse_quiet_hours(quiet_hours)
+    if quiet is None:
+        return "Europe/Madrid", None
+
+    def distance(zone: str, hour: int) -> float:
+        local = now.astimezone(zone_named(zone))
+        return abs(((local.hour + local.minute / 60) - hour + 12) % 24 - 12)
+
+    day = [z for z in _fixed_zones() if _quiet_throughout(z, quiet, now, span) is False]
+    night = [z for z in _fixed_zones() if _quiet_throughout(z, quiet, now, span) is True]
+    return (min(day, key=lambda z: distance(z, 12)) if day else "UTC",
+            min(night, key=lambda z: distance(z, 3)) if night else None)
+
+
+def placed(people: list[Persona], quiet_hours: str, now: datetime) -> list[Persona]:
+    day, night = demo_zones(quiet_hours, now)
+    return [replace(p, timezone=night) if p.night and night else
+            replace(p, timezone=day, night=False,
+                    scenario="never answers (quiet hours are off: nobody is asleep)" if p.night else p.scenario)
+            for p in people]
+
+
 async def seed(conn: asyncpg.Connection, people: list[Persona]) -> DemoWorld:
     name = f"{ACCOUNT_PREFIX} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} {uuid.uuid4().hex[:6]}"
     async with conn.transaction():
@@ -127,7 +167,7 @@ async def seed(conn: asyncpg.Connection, people: list[Persona]) -> DemoWorld:
         for p in people:
             lead_id = await conn.fetchval(
                 "insert into leads (account_id, full_name, phone, email, timezone) values ($1, $2, $3, $4,"
-                " 'Europe/Madrid') returning id", account_id, p.full_name, p.phone, p.email)
+                " $5) returning id", account_id, p.full_name, p.phone, p.email, p.timezone)
             leads[lead_id] = p
     return DemoWorld(account_id, name, campaign_id, leads)
 
@@ -156,10 +196,15 @@ class Snapshot:
     decisions: dict[str, int]
 
     def ended(self, world: DemoWorld) -> bool:
+        """Every cadence ended — or, for a lead asleep, waits for her morning (its touches deferred, scheduled)."""
+        def asleep(lead: uuid.UUID) -> bool:
+            rows = self.touches.get(lead, [])
+            return world.leads[lead].night and bool(rows) and all(t["status"] == "scheduled" for t in rows)
+
         return (len(self.cadences) == len(world.leads)
-                and all(c["status"] in ("completed", "stopped") for c in self.cadences.values())
+                and all(c["status"] in ("completed", "stopped") or asleep(lead) for lead, c in self.cadences.items())
                 and not any(t["status"] in ("queued", "scheduled", "processing")
-                            for rows in self.touches.values() for t in rows))
+                            for lead, rows in self.touches.items() if not asleep(lead) for t in rows))
 
 
 async def snapshot(conn: asyncpg.Connection, world: DemoWorld) -> Snapshot:
@@ -193,6 +238,9 @@ def describe_event(e: asyncpg.Record | dict[str, Any]) -> str:
         return f"{e['channel']} failed: {p.get('error_code')} ({p.get('failure_class')})"
     if kind == "touch_canceled":
         return f"{e['channel']} touch canceled: {p.get('reason')}"
+    if kind == "touch_deferred":
+        at = datetime.fromisoformat(p["next_at"]).astimezone(zone_named(p["lead_timezone"]))
+        return f"{e['channel']} touch deferred: {p.get('reason')} until {at:%H:%M} lead time ({p['lead_timezone']})"
     if kind == "fallback_decision":
         d = p.get("decision")
         if d == "switch_channel":
@@ -363,7 +411,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                 f"this database has {foreign} open touch(es) or active cadence(s) of non-demo accounts; the demo's "
                 "daemon would hand them to the SANDBOX providers. Run the demo on the embedded database "
                 "(unset DATABASE_URL) or on an empty one.")
-        people = personas(n_leads)
+        people = placed(personas(n_leads), load_settings(**(settings_overrides or {})).quiet_hours, datetime.now(UTC))
         world = await seed(conn, people)
     finally:
         await conn.close()
@@ -400,8 +448,10 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                       "it for good", highlight=False)
         started = time.monotonic()
         conn = await connect(url)
+        finished = False
         try:
             snap = await _drive(conn, world, daemon, fake, console, live, started, seconds)
+            finished = snap.ended(world)  # before wind_down cancels a sleeping lead's deferred touch
         finally:
             daemon.request_stop()
             with contextlib.suppress(Exception):
@@ -418,8 +468,9 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         elapsed = time.monotonic() - started
         requests = len(fake.requests)
 
-    ended = snap.ended(world)
-    console.print(f"\n[bold]demo {'finished: every cadence ended' if ended else 'stopped: time is up'}[/] after "
+    ended = finished
+    headline = "finished: every cadence ended (or waits for the lead's morning)" if ended else "stopped: time is up"
+    console.print(f"\n[bold]demo {headline}[/] after "
                   f"{elapsed:.1f}s · {requests} SANDBOX provider request(s)", highlight=False)
     if left:
         console.print(f"the demo campaign is paused and its {left} open touch(es) canceled (reason demo_ended), so "

@@ -92,6 +92,23 @@ class Settings(BaseSettings):
             raise ValueError("not an email address")
         return value
 
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours_parse(cls, value: str) -> str:
+        from listener.sendrules import parse_quiet_hours  # §13; sendrules imports nothing from here
+
+        parse_quiet_hours(value)
+        return value.strip()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _default_timezone_known(cls, value: str) -> str:
+        from listener.sendrules import valid_zone
+
+        if not valid_zone(value):
+            raise ValueError("not a known IANA time zone (e.g. UTC, America/New_York)")
+        return value.strip()
+
     @field_validator("default_region")
     @classmethod
     def _region_upper(cls, value: str) -> str:

@@ -49,7 +49,8 @@ def test_bench_all_quick_has_every_field(tmp_path):
         assert r["received"] == r["touches"] and r["missing"] == 0 and r["sent_twice"] == 0
 
     runs = result["throughput"]["runs"]
-    assert [(r["daemons"], r["concurrency"]) for r in runs] == [(1, 32), (1, 128), (2, 128)]
+    assert [(r["daemons"], r["concurrency"]) for r in runs] == [(1, 32), (1, 32), (1, 128), (2, 128)]
+    assert result["throughput"]["sending_rules_ratio"] > 0
     for r in runs:
         has(r, "touches", "seconds", "touches_per_s", "send_phase_s", "sent", "requests", "sent_twice",
             "cpu_us_per_touch")

@@ -83,6 +83,7 @@ async def inspect_lead(conn: asyncpg.Connection, lead_id: UUID, *, default_regio
         "next_action": _row(await conn.fetchrow(Q.lead_inspect_next_action, lead_id)),
         "campaigns": [_row(r) for r in await conn.fetch(Q.lead_inspect_campaigns, lead_id)],
         "open_touches": [_row(r) for r in await conn.fetch(Q.lead_inspect_open_touches, lead_id)],
+        "deferred_touches": [_row(r) for r in await conn.fetch(Q.lead_deferred_touches, lead_id)],  # §13
         "recent_touches": [_row(r) for r in await conn.fetch(Q.lead_inspect_recent_touches, lead_id, RECENT_TOUCHES)],
         "events": [_row(r) for r in await conn.fetch(Q.lead_inspect_events, lead_id, RECENT_EVENTS)],
         "decisions": decisions,

@@ -63,6 +63,13 @@ async def reactions_set_aside_section(conn: asyncpg.Connection) -> dict[str, Any
             "latest": aside["latest"] if isinstance(aside["latest"], list) else []}
 
 
+async def deferred_section(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Touches waiting because of a sending rule (SPEC §13), by reason, with when the first and last will go."""
+    return {row["reason"]: {"touches": row["touches"], "next_at": _jsonable(row["next_at"]),
+                            "last_at": _jsonable(row["last_at"])}
+            for row in await conn.fetch(Q.deferred_touches_by_reason)}
+
+
 async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
     database = await database_section(conn)
     touches: dict[str, dict[str, int]] = {}
@@ -77,6 +84,7 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "events_last_hour": events,
         "events_last_hour_total": sum(events.values()),
         "failures_last_hour": await failures_last_hour(conn),
+        "deferred": await deferred_section(conn),
         "jobs": await jobs_section(conn),
         "reactions_set_aside": await reactions_set_aside_section(conn),
         "cadences": await cadences_section(conn),
