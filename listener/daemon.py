@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 import asyncpg
 
 from listener import metrics
+from listener.appointments import run_appointment_service
+from listener.enrichment import run_enrichment_service
 from listener.database import connect, create_pool, migrate
 from listener.dispatcher import Dispatcher
 from listener.notifier import Notifier
@@ -79,8 +81,13 @@ class Daemon:
         self.pool: asyncpg.Pool | None = None
         self.dispatcher: Dispatcher | None = None
         self.notifier = Notifier(url, self._on_wake)
+        # SPEC §15 services: one wake-up event per NOTIFY channel they listen to
+        self.service_wakes = {"leads": asyncio.Event(), "appointments": asyncio.Event()}
 
     def _on_wake(self, channel: str) -> None:
+        if channel in self.service_wakes:
+            self.service_wakes[channel].set()
+            return
         (self.touch_wake if channel == "touch_runs" else self.event_wake).set()
 
     def request_stop(self) -> None:
@@ -95,7 +102,7 @@ class Daemon:
             await migrate(conn)
         finally:
             await conn.close()
-        pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs)
+        pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs) + len(self.service_wakes)
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size)
         self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id)
         metrics.serve(self.settings.metrics_port)
@@ -111,6 +118,10 @@ class Daemon:
                 group.create_task(self._dispatch_loop())
                 group.create_task(self._reaction_loop())
                 group.create_task(self._sweep_loop())
+                group.create_task(run_enrichment_service(self.pool, self.settings, self.service_wakes["leads"],
+                                                         self.stop))
+                group.create_task(run_appointment_service(self.pool, self.settings,
+                                                          self.service_wakes["appointments"], self.stop))
                 for job in self.periodic_jobs:
                     group.create_task(self._periodic_loop(job))
                 group.create_task(self._announce_ready())
