@@ -83,7 +83,7 @@ async def run(n_leads: int, touch_every_ms: float) -> dict[str, Any]:
                         "insert into leads (account_id, full_name, phone, email, timezone)"
                         " select $1, case i % 4 when 0 then 'Dra. Ana María Pérez ' || i when 1 then 'PÉREZ, Ana'"
                         "   when 2 then 'john' else '' end,"
-                        " case when i % 10 = 0 then 'not a phone' else '+1415' || lpad((i % 10000000)::text, 7, '0') end,"
+                        " case when i % 10 = 0 then 'not a phone' else '+1415' || (2000000 + i) end,"
                         " case when i % 7 = 0 then 'broken@' else 'lead' || i || '@example.com' end,"
                         " case when i % 5 = 0 then 'America/Mexico_City' when i % 11 = 0 then 'Nowhere/Land' end"
                         " from generate_series($2::int, $3::int) i",

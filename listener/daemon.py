@@ -102,7 +102,7 @@ class Daemon:
             await migrate(conn)
         finally:
             await conn.close()
-        pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs) + len(self.service_wakes)
+        pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs) + len(self.service_wakes) + 1
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size)
         self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id)
         metrics.serve(self.settings.metrics_port)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import sys
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool as BrokenExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,8 +31,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 
-from listener.contacts import normalise_phone
-from listener.errors import TouchFailure
+from listener.contacts import _PHONE_PREFIXES
 from listener.queries import Q
 from listener.settings import Settings
 from listener.vocabulary import LEAD_ENRICHED
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 JOB = "enrichment"
 BATCH = 500
+BURST_DRAINERS = 2
 FIELDS = ("phone", "email", "first_name", "timezone")
 INVALID_PHONE, INVALID_EMAIL, INVALID_TIMEZONE = "invalid_phone", "invalid_email", "invalid_timezone"
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
@@ -99,14 +102,30 @@ def valid_zone(name: str) -> bool:
     return True
 
 
-def _phone(raw: str | None, region: str) -> tuple[str | None, str | None]:
-    """(E.164 or None, why it is invalid or None). A blank phone is no phone, not a problem."""
-    if not (raw or "").strip():
-        return None, None
+def _phone(raw: str | None, region: str) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """(E.164 or None, why it is invalid or None, the number's time zones). A blank phone is no phone, not a
+    problem. Accepts exactly what listener.contacts.normalise_phone accepts (the dispatcher's rule), parsing once:
+    a number is valid when its type is known, which is what is_valid_number checks."""
+    value = (raw or "").strip()
+    if not value:
+        return None, None, ()
+    for prefix in _PHONE_PREFIXES:
+        if value.lower().startswith(prefix):
+            value = value[len(prefix):].strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
     try:
-        return normalise_phone(raw, region), None
-    except TouchFailure as exc:
-        return None, exc.error
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        return None, f"cannot read {raw!r} as a phone number: {exc}", ()
+    kind = phonenumbers.number_type(parsed)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
+        return None, f"{raw!r} is not a valid phone number (read with default region {region})", ()
+    if phonenumbers.is_number_type_geographical(kind, parsed.country_code or 0):
+        zones = phone_timezone.time_zones_for_geographical_number(parsed)
+    else:
+        zones = phone_timezone.time_zones_for_number(parsed)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None, tuple(zones)
 
 
 def _email(raw: str | None) -> tuple[str | None, str | None]:
@@ -119,7 +138,7 @@ def _email(raw: str | None) -> tuple[str | None, str | None]:
         return None, str(exc)
 
 
-def _timezone(raw: str | None, e164: str | None) -> tuple[str | None, str | None]:
+def _timezone(raw: str | None, phone_zones: tuple[str, ...]) -> tuple[str | None, str | None]:
     """SPEC §13 without the default: leads.timezone when it is a zone name, else the phone number's zone when it
     names exactly one. Returns (zone or None, why leads.timezone was ignored or None)."""
     problem = None
@@ -128,19 +147,17 @@ def _timezone(raw: str | None, e164: str | None) -> tuple[str | None, str | None
         if valid_zone(given):
             return given, None
         problem = f"{given!r} is not a time zone name (IANA, e.g. America/Mexico_City)"
-    if e164:
-        zones = phone_timezone.time_zones_for_number(phonenumbers.parse(e164))
-        if len(zones) == 1 and zones[0] != phone_timezone.UNKNOWN_TIMEZONE and valid_zone(zones[0]):
-            return zones[0], problem
+    if len(phone_zones) == 1 and phone_zones[0] != phone_timezone.UNKNOWN_TIMEZONE and valid_zone(phone_zones[0]):
+        return phone_zones[0], problem
     return None, problem
 
 
 def enrich(full_name: str | None, phone: str | None, email: str | None, timezone: str | None,
            region: str) -> Enrichment:
     """Derive a lead's enriched values; never raises for bad input (a problem says what was wrong)."""
-    e164, phone_problem = _phone(phone, region)
+    e164, phone_problem, phone_zones = _phone(phone, region)
     normal_email, email_problem = _email(email)
-    zone, zone_problem = _timezone(timezone, e164)
+    zone, zone_problem = _timezone(timezone, phone_zones)
     details = {name: why for name, why in ((INVALID_PHONE, phone_problem), (INVALID_EMAIL, email_problem),
                                            (INVALID_TIMEZONE, zone_problem)) if why}
     return Enrichment(e164, normal_email, first_name_from(full_name), zone, tuple(details), details)
@@ -207,13 +224,18 @@ def _plan_batch(rows: Sequence[Mapping[str, Any]], region: str) -> list[dict[str
 
 
 async def enrich_batch(pool: asyncpg.Pool, settings: Settings, limit: int = BATCH,
-                       stats: EnrichmentStats | None = None) -> int:
-    """Take up to `limit` leads from the inbox and enrich them, in one transaction. Returns how many were taken."""
+                       stats: EnrichmentStats | None = None, executor: Executor | None = None) -> int:
+    """Take up to `limit` leads from the inbox and enrich them, in one transaction. Returns how many were taken.
+    The pure part runs in `executor` (the daemon passes a process during a burst), else in a worker thread."""
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(Q.enrichment_take, limit)
         if not rows:
             return 0
-        plans = await asyncio.to_thread(_plan_batch, rows, settings.default_region)
+        if executor is not None:
+            plans = await asyncio.get_running_loop().run_in_executor(
+                executor, _plan_batch, [dict(r) for r in rows], settings.default_region)
+        else:
+            plans = await asyncio.to_thread(_plan_batch, rows, settings.default_region)
         if plans:
             await conn.execute(Q.enrichment_apply, plans, LEAD_ENRICHED)
     if stats is not None:
@@ -233,23 +255,42 @@ async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: flo
 async def run_enrichment_service(pool: asyncpg.Pool, settings: Settings, wake: asyncio.Event,
                                  stop: asyncio.Event) -> None:
     """The daemon's enrichment loop: drain the inbox whenever `leads` notifies (and every sweep interval, for a
-    missed notification)."""
-    while not stop.is_set():
-        wake.clear()
-        delay = settings.sweep_interval_s
-        try:
-            stats = EnrichmentStats()
-            while not stop.is_set() and await enrich_batch(pool, settings, BATCH, stats) == BATCH:
-                await asyncio.sleep(0)  # let dispatch run between batches
-            if stats.events:
-                log.info("enrichment: %d lead(s), %d event(s)", stats.taken, stats.events)
-        except DB_ERRORS as exc:
-            log.warning("enrichment: database error (%s); retrying", type(exc).__name__)
-            delay = RETRY_AFTER_DB_ERROR_S
-        except Exception:
-            log.exception("enrichment: unexpected error; retrying")
-            delay = RETRY_AFTER_DB_ERROR_S
-        await _wait_either(wake, stop, delay)
+    missed notification). A burst (a full batch taken) moves the CPU work to one worker process, so the event
+    loop's dispatch does not compete with it for the interpreter; the process ends with the loop."""
+    executor: ProcessPoolExecutor | None = None
+    try:
+        while not stop.is_set():
+            wake.clear()
+            delay = settings.sweep_interval_s
+            try:
+                stats = EnrichmentStats()
+                if await enrich_batch(pool, settings, BATCH, stats, executor) == BATCH:
+                    # a burst: a worker process, and BURST_DRAINERS batches in flight so the database's part of one
+                    # overlaps the computing of the next
+                    if executor is None:
+                        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+                    async def drainer(ex: Executor) -> None:
+                        while not stop.is_set() and await enrich_batch(pool, settings, BATCH, stats, ex) == BATCH:
+                            pass
+
+                    await asyncio.gather(*(drainer(executor) for _ in range(BURST_DRAINERS)))
+                if stats.events:
+                    log.info("enrichment: %d lead(s), %d event(s)", stats.taken, stats.events)
+            except DB_ERRORS as exc:
+                log.warning("enrichment: database error (%s); retrying", type(exc).__name__)
+                delay = RETRY_AFTER_DB_ERROR_S
+            except BrokenExecutor:
+                log.warning("enrichment: worker process died; continuing in a thread")
+                executor = None
+                delay = RETRY_AFTER_DB_ERROR_S
+            except Exception:
+                log.exception("enrichment: unexpected error; retrying")
+                delay = RETRY_AFTER_DB_ERROR_S
+            await _wait_either(wake, stop, delay)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 # --- `revenue-asi tick enrichment [--limit N]` ---------------------------------------------------------------
