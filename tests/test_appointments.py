@@ -14,6 +14,7 @@ import pytest
 from listener.appointments import choose_channel, drain_appointments, format_local, reminder_key
 from listener.database import create_pool
 from listener.lead import inspect_lead
+from listener.providers.sandbox import SandboxProviders
 from listener.reactions import drain_reactions
 from listener.replay import replay
 from listener.settings import SettingsError, load_settings
@@ -257,3 +258,22 @@ async def test_brain_view_and_lead_inspect_see_the_appointment(db, db_url):
     out = await cli("lead", "inspect", str(lead_id), env=cli_env(db_url))
     assert out.rc == 0, out.err
     assert "appointment" in out.out and "Clínica Centro" in out.out
+
+
+async def test_a_due_reminder_is_sent_after_reply_positive_by_the_running_daemon(db, db_url):
+    """End to end: the dispatcher's pre-send stop-event re-check lets a reminder through after reply_positive."""
+    account_id, lead_id = await _lead(db)
+    async with SandboxProviders() as fake:
+        # quiet hours off: the reminder is due within seconds whatever the hour (SPEC §13 applies otherwise)
+        settings = daemon_settings(fake, appointment_reminders="2", quiet_hours="off")
+        async with running_daemon(db_url, settings):
+            appt = await _book(db, account_id, lead_id, timedelta(seconds=126))
+            await wait_until(db_url, "select count(*) = 1 from touch_runs where status = 'scheduled'"
+                             " and payload->'meta'->>'appointment_id' = $1::uuid::text", appt)
+            await factories.event(db, lead_id, "reply_positive")
+            await wait_until(db_url, "select status = 'sent' from touch_runs"
+                             " where payload->'meta'->>'appointment_id' = $1::uuid::text", appt, timeout=30)
+        (request,) = fake.requests
+    assert request.to == "whatsapp:+14155550123"
+    assert "Hola Ana, le recordamos su cita" in request.body["Body"]
+

@@ -14,6 +14,7 @@ from tests import factories
 import json
 
 from tests.cli_runner import cli, cli_env
+from listener.providers.sandbox import SandboxProviders
 from tests.harness import daemon_settings, running_daemon, wait_until
 
 
@@ -170,3 +171,20 @@ async def test_lead_inspect_shows_enrichment_problems(db, db_url):
     shown = await cli("lead", "inspect", str(lead_id), env=cli_env(db_url))
     assert shown.rc == 0, shown.err
     assert "invalid_phone" in shown.out and "invalid_email" in shown.out
+
+
+async def test_a_burst_in_one_transaction_is_enriched_while_touches_are_sent(db, db_url):
+    """A full batch moves the enrichment to a worker process (listener.enrichment); dispatch goes on meanwhile."""
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id, full_name="PÉREZ, Ana")
+    async with SandboxProviders() as fake:
+        async with running_daemon(db_url, daemon_settings(fake)):
+            async with db.transaction():
+                await db.execute("insert into leads (account_id, full_name, phone)"
+                                 " select $1, 'PÉREZ, Ana', '+1415' || (2000000 + i) from generate_series(1, 1600) i",
+                                 account_id)
+            touch = await factories.touch(db, account_id, lead_id)
+            await wait_until(db_url, "select status = 'sent' from touch_runs where id = $1", touch)
+            await wait_until(db_url, "select count(*) = 0 from lead_enrichment_inbox", timeout=60)
+    assert await db.fetchval("select count(*) from lead_enriched where first_name = 'Ana'") == 1601
+    assert await db.fetchval("select count(*) from core_memory_events where event_type = 'lead_enriched'") == 1601
