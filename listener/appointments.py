@@ -195,17 +195,21 @@ async def plan_reminders(conn: asyncpg.Connection, settings: Settings, appt: Map
     return touches, skipped, (None if touches else "reminder_times_past")
 
 
-async def ensure_reminders(conn: asyncpg.Connection, settings: Settings, appt: Mapping[str, Any], now: datetime
+async def ensure_reminders(conn: asyncpg.Connection, settings: Settings, appt: Mapping[str, Any], now: datetime,
+                           *, revive: bool = False
                            ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], str | None]:
-    """Create the reminders an appointment should have (idempotent). Returns (created, every wanted key, skipped,
-    why none)."""
+    """Create the reminders an appointment should have (idempotent). With `revive` (a booking, not replay), reminders
+    its own earlier cancellation canceled are put back. Returns (created, every wanted key, skipped, why none)."""
     touches, skipped, why_none = await plan_reminders(conn, settings, appt, now)
     created = []
-    if touches:
-        for row in await conn.fetch(Q.appointment_insert_reminders, touches):
-            created.append({"touch_run_id": str(row["id"]), "channel": row["channel"],
-                            "scheduled_at": _iso(row["scheduled_at"]), "idempotency_key": row["idempotency_key"]})
-    return created, [t["idempotency_key"] for t in touches], skipped, why_none
+    keys = [t["idempotency_key"] for t in touches]
+    rows = list(await conn.fetch(Q.appointment_insert_reminders, touches)) if touches else []
+    if touches and revive:
+        rows += await conn.fetch(Q.appointment_revive_reminders, keys, "appointment_booked_again")
+    for row in rows:
+        created.append({"touch_run_id": str(row["id"]), "channel": row["channel"],
+                        "scheduled_at": _iso(row["scheduled_at"]), "idempotency_key": row["idempotency_key"]})
+    return created, keys, skipped, why_none
 
 
 async def _cancel(conn: asyncpg.Connection, appt: Mapping[str, Any], reason: str, keep: Sequence[str]) -> list[str]:
@@ -234,7 +238,7 @@ async def react_to_appointment(conn: asyncpg.Connection, settings: Settings, app
     skipped: list[dict[str, Any]] = []
     why_none: str | None = None
     if booked:
-        created, keep, skipped, why_none = await ensure_reminders(conn, settings, appt, now)
+        created, keep, skipped, why_none = await ensure_reminders(conn, settings, appt, now, revive=True)
     canceled = await _cancel(conn, appt, f"appointment_{kind}", keep)
     stats.reminders_created += len(created)
     stats.reminders_canceled += len(canceled)

@@ -277,3 +277,28 @@ async def test_a_due_reminder_is_sent_after_reply_positive_by_the_running_daemon
     assert request.to == "whatsapp:+14155550123"
     assert "Hola Ana, le recordamos su cita" in request.body["Body"]
 
+
+
+async def test_booked_again_puts_its_own_reminders_back_but_not_suppressed_ones(db, db_url):
+    account_id, lead_id = await _lead(db)
+    appt = await _book(db, account_id, lead_id, timedelta(days=3))
+    await _drain(db_url)
+    first = [r["id"] for r in await db.fetch(REMINDERS, appt)]
+    await db.execute("update appointments set status = 'canceled' where id = $1", appt)
+    await _drain(db_url)
+    await db.execute("update appointments set status = 'booked' where id = $1", appt)
+    stats = await _drain(db_url)
+    assert stats.booked == 1 and stats.reminders_created == 2
+    rows = await db.fetch(REMINDERS, appt)
+    assert [r["id"] for r in rows] == first and {r["status"] for r in rows} == {"scheduled"}
+    assert len(await _events(db, lead_id, "appointment_booked")) == 2
+    # canceled by an unsubscribe instead: booking again does not bring them back (nor create new ones)
+    await factories.event(db, lead_id, "unsubscribe")
+    await _drain(db_url)
+    await db.execute("update appointments set status = 'canceled' where id = $1", appt)
+    await _drain(db_url)
+    await db.execute("update appointments set status = 'booked' where id = $1", appt)
+    await _drain(db_url)
+    assert {r["status"] for r in await db.fetch(REMINDERS, appt)} == {"canceled"}
+    (last,) = (await _events(db, lead_id, "appointment_booked"))[-1:]
+    assert last["no_reminders_reason"] == "suppressed"

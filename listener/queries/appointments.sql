@@ -89,3 +89,20 @@ from appointments a
 where a.lead_id = $1
 order by a.starts_at desc
 limit 20
+
+-- name: appointment_revive_reminders
+-- An appointment booked again at the same time: its reminders canceled by its own cancellation (not by suppression
+-- or anything else) keep their idempotency keys, so they are put back instead of created. $1 keys, $2 reason.
+with revived as (
+  update touch_runs t
+  set status = case when t.scheduled_at <= now() then 'queued' else 'scheduled' end, error = null, updated_at = now()
+  where t.idempotency_key = any($1::text[]) and t.status = 'canceled' and t.error like 'canceled: appointment\_%'
+  returning t.id, t.lead_id, t.channel, t.campaign_id, t.step, t.status, t.scheduled_at, t.idempotency_key
+)
+insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
+select r.lead_id, 'touch_scheduled', 'appointments', r.channel, 'internal',
+       jsonb_build_object('touch_run_id', r.id, 'campaign_id', r.campaign_id, 'step', r.step, 'status', r.status,
+                          'scheduled_at', r.scheduled_at, 'idempotency_key', r.idempotency_key, 'reason', $2::text)
+from revived r
+returning payload ->> 'touch_run_id' as id, channel, (payload ->> 'scheduled_at')::timestamptz as scheduled_at,
+          payload ->> 'idempotency_key' as idempotency_key
