@@ -219,7 +219,7 @@ def web_command() -> None:
 
 @app.command("tick")
 def tick_command(
-    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile"),
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile | enrichment"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
@@ -319,7 +319,7 @@ def replay_command(
     async def work(pool: Any) -> Any:
         with progress:
             return await replay(pool, since_at, until_at, lead_id, dry_run=dry_run, on_total=progress.total,
-                                on_progress=progress.advance)
+                                on_progress=progress.advance, settings=settings)
 
     summary = run_async(lambda: _with_pool(url, work)).as_dict()
     if as_json:
@@ -380,6 +380,9 @@ def render_replay(summary: dict[str, Any]) -> None:
     for item in summary["canceled"]:
         console.print(f"  {verb}canceled {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
                       f"after {item['because_of']}", highlight=False)
+    for item in summary.get("reminders_created", []):
+        console.print(f"  {verb}created  {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"appointment reminder due {item['scheduled_at']} ({item['appointment_id']})", highlight=False)
     table = Table(title="summary", show_header=False)
     table.add_column("what")
     table.add_column("n")
@@ -449,6 +452,22 @@ def _when(value: str | None) -> str:
     return "-" if value is None else value.replace("T", " ")[:19]
 
 
+def _render_enrichment_and_appointments(report: dict[str, Any]) -> None:
+    """SPEC §15 lines of `lead inspect`: enrichment problems, appointments and their reminders."""
+    enrichment = report.get("enrichment") or {}
+    problems = enrichment.get("problems") or []
+    details = enrichment.get("details") or {}
+    state = ("pending" if enrichment.get("pending") else "not enriched yet") if not enrichment.get("checked_at") \
+        else f"checked {_when(enrichment.get('checked_at'))}"
+    console.print(f"  enrichment: {state} · problems: "
+                  + (", ".join(f"{p} ({details.get(p, '')})" for p in problems) or "none"), highlight=False)
+    for appt in report.get("appointments") or []:
+        reminders = ", ".join(f"{r['channel']} {r['status']} {_when(r['scheduled_at'])}" for r in appt["reminders"])
+        console.print(f"[bold]appointment[/] {_when(appt['starts_at'])} · {appt['status']}"
+                      f"{' (upcoming)' if appt['upcoming'] else ''} · {appt['location'] or '-'} · reminders: "
+                      f"{reminders or 'none'}", highlight=False)
+
+
 def render_lead(report: dict[str, Any]) -> None:
     lead, contacts = report["lead"], report["contacts"]
     console.print(f"[bold]lead[/] {lead['full_name'] or '(no name)'} · {lead['id']} · account "
@@ -459,6 +478,7 @@ def render_lead(report: dict[str, Any]) -> None:
         console.print(f"  {kind}: {c['raw'] or '-'} → {state}", highlight=False)
     console.print(f"  first_name: {contacts['first_name'] or '-'} · company: {contacts['company_name'] or '-'} · "
                   f"timezone: {contacts['timezone'] or '-'}", highlight=False)
+    _render_enrichment_and_appointments(report)
     sup = report["suppression"] or {}
     suppressed = sup.get("is_unsubscribed") or sup.get("in_negative_cooldown")
     console.print(f"[bold]suppression[/] {'SUPPRESSED (' + str(sup.get('reason')) + ')' if suppressed else 'none'}"

@@ -114,6 +114,35 @@ class Settings(BaseSettings):
     def _region_upper(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("appointment_reminders")
+    @classmethod
+    def _reminder_minutes(cls, value: str) -> str:
+        """Minutes before an appointment, comma-separated (`1440,60`); `off` or empty: no reminders. Normalised to
+        distinct integers, largest first."""
+        text = value.strip().lower()
+        if text in ("", "off", "none"):
+            return ""
+        minutes: set[int] = set()
+        for part in text.split(","):
+            part = part.strip()
+            if not part.isdigit() or not 1 <= int(part) <= 525_600:
+                raise ValueError("a comma-separated list of whole minutes between 1 and 525600 (e.g. 1440,60), "
+                                 "or off")
+            minutes.add(int(part))
+        return ",".join(str(m) for m in sorted(minutes, reverse=True))
+
+    @field_validator("appointment_channel")
+    @classmethod
+    def _appointment_channel(cls, value: str) -> str:
+        channel = value.strip().lower()
+        if channel not in ("voice", "whatsapp", "sms", "email"):
+            raise ValueError("one of whatsapp, sms, voice, email")
+        return channel
+
+    @property
+    def appointment_reminder_minutes(self) -> tuple[int, ...]:
+        return tuple(int(m) for m in self.appointment_reminders.split(",") if m)
+
     @property
     def twilio_configured(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token)

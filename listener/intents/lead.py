@@ -10,7 +10,9 @@ from uuid import UUID
 
 import asyncpg
 
+from listener.appointments import appointments_report
 from listener.contacts import normalise_email, normalise_phone
+from listener.enrichment import enrichment_report
 from listener.errors import TouchFailure
 from listener.queries import Q
 
@@ -87,6 +89,8 @@ async def inspect_lead(conn: asyncpg.Connection, lead_id: UUID, *, default_regio
         "recent_touches": [_row(r) for r in await conn.fetch(Q.lead_inspect_recent_touches, lead_id, RECENT_TOUCHES)],
         "events": [_row(r) for r in await conn.fetch(Q.lead_inspect_events, lead_id, RECENT_EVENTS)],
         "decisions": decisions,
+        "enrichment": await enrichment_report(conn, lead_id),  # SPEC §15: problems found by the engine
+        "appointments": await appointments_report(conn, lead_id),
     }
 
 
