@@ -1,7 +1,7 @@
 """`revenue-asi run`: the composition root of the always-on consumer. One LISTEN connection, a pool for the work,
 and the services: dispatch (claim → send → completer), reactions (decisions, stop events, ended cooldowns), the
 sweep, and the periodic jobs. SIGTERM: stop claiming, let in-flight sends finish within the grace period, write
-their outcomes, release whatever was claimed but not started."""
+their outcomes; a send still in flight after the grace period is left to its lease (outcome_unknown, never re-sent)."""
 
 from __future__ import annotations
 

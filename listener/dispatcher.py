@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -197,12 +196,11 @@ class Dispatcher:
         self.in_flight = 0
         self.slot_freed = asyncio.Event()
         self.sends: set[asyncio.Task[None]] = set()
-        # Milliseconds from the claim's snapshot (its stop / suppression check) to each first provider call: the
-        # window in which a stop event that commits can still meet a request (README, tests/test_stop_window.py).
-        self.stop_windows_ms: deque[float] = deque(maxlen=10_000)
         self._configs: dict[UUID, dict[str, Any]] = {}
         self._undecided: set[UUID] = set()
-        self.checked_at: dict[str, float] = {}  # touch id → epoch seconds of its claim's check (the latest 10,000)
+        # touch id → epoch seconds of its claim's check (the latest 10,000): the start of the stop window, which runs
+        # to the provider call (README, tests/test_stop_window.py; metric revenue_asi_stop_window_seconds)
+        self.checked_at: dict[str, float] = {}
         self._secrets = settings.secrets()
 
     @property
@@ -221,10 +219,6 @@ class Dispatcher:
         if touches:
             await self.start(touches, time.monotonic())
         return len(touches)
-
-    async def release(self, touch_ids: Sequence[UUID]) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(Q.release_claimed_touches, list(touch_ids), self.worker_id)
 
     async def start(self, touches: Sequence[ClaimedTouch], claimed_at: float) -> None:
         """Decide each claimed touch; the ones that may go get a send task, the others an outcome at once. Whatever
@@ -365,9 +359,7 @@ class Dispatcher:
         if len(self.checked_at) >= 10_000:
             self.checked_at.pop(next(iter(self.checked_at)))
         self.checked_at[str(touch_id)] = checked
-        window_ms = (time.time() - checked) * 1000
-        self.stop_windows_ms.append(window_ms)
-        metrics.STOP_WINDOW.observe(window_ms / 1000)
+        metrics.STOP_WINDOW.observe(time.time() - checked)
         try:
             result = await provider.send(prepared.message, deadline=deadline)
         except SendStopped as stopped:

@@ -24,7 +24,7 @@ async def run_daemon(settings: Settings, url: str) -> None:
 
 def _stopper(daemon: Daemon, sig: signal.Signals):  # type: ignore[no-untyped-def]
     def stop() -> None:
-        log.info("%s received: stop claiming, finish in-flight sends, release the rest", sig.name)
+        log.info("%s received: stop claiming, finish in-flight sends and write their outcomes", sig.name)
         daemon.request_stop()
 
     return stop

@@ -89,11 +89,5 @@ select u.lead_id, d.event_type, 'dispatcher', u.channel,
 from updated u join done d on d.id = u.id
 returning payload ->> 'touch_run_id' as touch_run_id
 
--- name: release_claimed_touches
--- Graceful shutdown: touches claimed but never handed to a provider go back to the queue.
-update touch_runs
-set status = 'queued', locked_by = null, locked_until = null, updated_at = now()
-where id = any($1::uuid[]) and status = 'processing' and locked_by = $2
-
 -- name: next_scheduled_at
 select min(scheduled_at) as next_at from touch_runs where status in ('queued', 'scheduled')
