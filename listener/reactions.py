@@ -20,6 +20,8 @@ from listener.queries import Q
 log = logging.getLogger(__name__)
 
 TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
+# Provider webhooks (SPEC §12): a permanent undelivery / bounce exhausts the channel, so the key is decided again.
+UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 
@@ -171,6 +173,10 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
         stats.events += 1
         if event["event_type"] in TOUCH_OUTCOMES:
             outcome_events.append(event)
+        elif event["event_type"] in UNDELIVERY_EVENTS:
+            payload = event["payload"]
+            if isinstance(payload, dict) and payload.get("failure_class") == "permanent":
+                outcome_events.append(event)
         else:
             stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
                                                 event["created_at"]))
