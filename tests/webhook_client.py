@@ -4,6 +4,7 @@ signs them (the twilio package's RequestValidator over the public URL)."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,15 +69,31 @@ async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
-async def web_app(db_url: str, settings: Settings | None = None) -> AsyncIterator[WebClient]:
-    runner = web.AppRunner(create_app(settings or web_settings(), db_url), access_log=None)
+async def web_app(db_url: str, settings: Settings | None = None, port: int = 0) -> AsyncIterator[WebClient]:
+    settings = settings or web_settings()
+    runner = web.AppRunner(create_app(settings, db_url), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    host, port = runner.addresses[0][:2]
+    host, bound = runner.addresses[0][:2]
     try:
         async with aiohttp.ClientSession() as session:
-            yield WebClient(f"http://{host}:{port}", session)
+            yield WebClient(f"http://{host}:{bound}", session, public_url=settings.public_url or PUBLIC_URL)
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def loopback_web_app(db_url: str, **overrides: Any) -> AsyncIterator[WebClient]:
+    """The web application whose public URL is its own loopback address, so the sandbox's status callbacks
+    (signed over REVENUE_ASI_PUBLIC_URL + path) reach it: ``client.public_url`` is what the daemon is given."""
+    port = free_port()
+    async with web_app(db_url, web_settings(public_url=f"http://127.0.0.1:{port}", **overrides), port=port) as client:
+        yield client

@@ -36,6 +36,8 @@ select
   c.phone as lead_phone, c.email as lead_email, c.first_name, l.full_name, c.company_name,
   ps.provider as provider_name, ps.config as provider_config,
   s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
+  (select max(e.created_at) from core_memory_events e
+   where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
   (
     select e.event_type
     from core_memory_events e

@@ -5,7 +5,9 @@
 -- name: record_touch_status
 -- A delivery status callback. The touch: by id ($6, ElasticEmail's postback) or by provider_message_id ($5).
 -- $7 delivery_status (null = leave it), $8 event type (null = none), $9 event_source, $10 direction,
--- $11 event payload (touch_run_id, campaign_id, step added here). No row back when the receipt already existed.
+-- $11 event payload (touch_run_id, campaign_id, step added here); $12 false = when no touch is found, write nothing
+-- and answer one row with outcome 'not_found' (the caller waits a moment: the daemon may not have recorded the
+-- provider's id yet). No row back when the receipt already existed.
 with touch as (
   select t.id, t.lead_id, t.channel, t.campaign_id, t.step
   from touch_runs t
@@ -19,6 +21,7 @@ receipt as (
          case when t.id is null then 'unknown_message' else coalesce($8::text, 'recorded') end
   from (select 1) one
   left join touch t on true
+  where t.id is not null or $12::boolean
   on conflict (dedupe_key) do nothing
   returning touch_run_id, lead_id, outcome
 ),
@@ -41,6 +44,9 @@ event as (
 select r.touch_run_id, r.lead_id, r.outcome, (select count(*) from event)::int as events,
        (select count(*) from status)::int as status_updates
 from receipt r
+union all
+select null, null, 'not_found', 0, 0
+where not $12::boolean and not exists (select 1 from touch)
 
 -- name: match_inbound_lead
 -- The lead who sent an inbound message: among the leads of the accounts whose Twilio sender (config.from,

@@ -6,6 +6,7 @@ touch's delivery status and the events. Wrong auth -> 403, malformed -> 400, not
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -34,6 +35,7 @@ TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
 ELASTICEMAIL_PATH = "/webhooks/elasticemail"
 
 MAX_FIELDS = 200
+UNKNOWN_MESSAGE_WAITS_S = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)  # ~1.6 s in all, then 'unknown_message'
 _SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
 _STATUS = re.compile(r"^[A-Za-z_-]{1,40}$")
 _SHORT = re.compile(r"^[^\x00-\x1f]{0,100}$")
@@ -162,10 +164,19 @@ async def _record_status(request: web.Request, *, provider: str, kind: str, dedu
     payload = {**effect.payload}
     if provider_message_id:
         payload["provider_message_id"] = provider_message_id
-    async with request.app[POOL].acquire() as conn:
-        row = await conn.fetchrow(Q.record_touch_status, provider, kind, dedupe_key, _stored(params),
-                                  provider_message_id, touch_id, effect.delivery_status, effect.event_type,
-                                  f"webhook:{provider}", effect.direction, payload)
+    stored = _stored(params)
+    waits = list(UNKNOWN_MESSAGE_WAITS_S)
+    while True:
+        last_try = not waits
+        async with request.app[POOL].acquire() as conn:
+            row = await conn.fetchrow(Q.record_touch_status, provider, kind, dedupe_key, stored,
+                                      provider_message_id, touch_id, effect.delivery_status, effect.event_type,
+                                      f"webhook:{provider}", effect.direction, payload, last_try)
+        if row is None or row["outcome"] != "not_found":
+            break
+        # A callback can overtake the daemon's record of the provider's id (the provider answered the send a few
+        # milliseconds ago): look again for a moment before keeping it as 'unknown_message'.
+        await asyncio.sleep(waits.pop(0))
     if row is None:
         return _ok("duplicate")
     return _ok(row["outcome"], touch_run_id=str(row["touch_run_id"]) if row["touch_run_id"] else None)
