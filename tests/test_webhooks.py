@@ -384,3 +384,15 @@ async def test_hard_bounce_exhausts_email_and_suppression_events(db, db_url):
     assert bounce["payload"]["failure_class"] == "permanent" and bounce["channel"] == "email"
     assert await db.fetchval("select reason from lead_suppression_status_v1 where lead_id = $1", spare) == \
         "unsubscribe"
+
+
+async def test_nul_bytes_and_control_characters_in_a_reply_lose_nothing_else(db, db_url):
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    async with web_app(db_url) as client:
+        status, body = await client.twilio(INBOUND, inbound("STOP\x00\x07"))
+    assert (status, body["outcome"]) == (200, "unsubscribe")
+    reply = await db.fetchrow("select payload from core_memory_events where event_type = 'reply_received'"
+                              " and lead_id = $1", lead_id)
+    assert reply["payload"]["body"] == "STOP\x07"
+    assert "\x00" not in await db.fetchval("select params->>'Body' from webhook_receipts")

@@ -135,7 +135,7 @@ async def test_a_cold_whatsapp_touch_fails_without_a_provider_call_and_a_reply_o
     async with SandboxProviders() as fake, loopback_web_app(db_url) as web, \
             running_daemon(db_url, daemon_settings(fake, public_url=web.public_url)):
         cold = await factories.touch(db, account_id, lead_id, channel="whatsapp",
-                                     payload_=factories.payload("whatsapp", body="Hola {first_name}"))
+                                     payload_=factories.payload("whatsapp", whatsapp_template=False))
         row = await wait_terminal(db_url, cold)
         assert row["status"] == "failed" and row["error"].startswith("whatsapp_template_required")
         assert fake.requests == []
@@ -144,7 +144,7 @@ async def test_a_cold_whatsapp_touch_fails_without_a_provider_call_and_a_reply_o
                                                      body="Hola, ¿quién es?")
         assert (status, answer["outcome"]) == (200, "reply_received")
         warm = await factories.touch(db, account_id, lead_id, channel="whatsapp",
-                                     payload_=factories.payload("whatsapp", body="Hola {first_name}"))
+                                     payload_=factories.payload("whatsapp", whatsapp_template=False))
         assert (await wait_terminal(db_url, warm))["status"] == "sent"
         await wait_until(db_url, "select delivery_status = 'delivered' from touch_runs where id = $1", warm)
     sent = fake.requests[-1]
