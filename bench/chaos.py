@@ -7,7 +7,11 @@ Scenarios (`python -m bench chaos`):
 * ``race``: three daemons racing for the same steady load;
 * ``faults``: two daemons, the fake provider failing 30 % of requests (a third each: 500, 429 with Retry-After, a
   hang that never answers), provider timeout 1 s;
-* ``burst``: N touches (50,000 by default) inserted in one transaction, two daemons.
+* ``burst``: N touches (50,000 by default) inserted in one transaction, two daemons;
+* ``fault_mix``: the slow-provider case of SPEC §11, at the shipped timeouts: one daemon with
+  REVENUE_ASI_CONCURRENCY=16, 2,000 touches in one transaction, 30 % of requests misbehaving once (a third each:
+  500, 429 with Retry-After: 1, a 2 s hang before success). The drain must finish near its slot-time bound (the
+  slot-seconds the faults cost, over 16 slots); more than twice the bound + 10 s fails the run.
 
 Daemon settings: REVENUE_ASI_LEASE_S=3 and REVENUE_ASI_SWEEP_INTERVAL_S=0.5 (so a dead daemon's leases are settled
 quickly), REVENUE_ASI_PROVIDER_TIMEOUT_S=1. The fake answers after 10 ms, so kills land mid-send.
@@ -208,7 +212,8 @@ async def faults(env: Env, rate: float, seconds: float, fault_rate: float = 0.3)
         return {"fault_rate": fault_rate, "faults": "500 / 429 Retry-After 0.2s / hang, one third each"}
 
     return await _scenario(env, "faults", daemons=2, leads=int(rate * seconds) + 10, body=body,
-                           fake={"fault_rate": fault_rate, "fault_retry_after_s": 0.2, "seed": 30})
+                           fake={"fault_rate": fault_rate, "fault_retry_after_s": 0.2, "fault_hang_forever": True,
+                                 "seed": 30})
 
 
 async def one_transaction_burst(env: Env, n: int) -> dict[str, Any]:
@@ -222,7 +227,46 @@ async def one_transaction_burst(env: Env, n: int) -> dict[str, Any]:
     return await _scenario(env, "burst", daemons=2, leads=n + 10, body=body)
 
 
-SCENARIOS = ("sigkill", "pg_restart", "race", "faults", "burst")
+FAULT_MIX_CONCURRENCY = 16
+FAULT_MIX_HANG_S = 2.0
+FAULT_MIX_RETRY_AFTER_S = 1.0
+FAULT_MIX_500_BACKOFF_S = 0.075  # the drivers' first backoff, 0.05-0.1 s (listener/providers/base.py)
+
+
+def slot_time_bound(answers: dict[str, int], touches: int, concurrency: int) -> float:
+    """Seconds a drain needs at least when every slot is busy all the time: each fault's own cost, over the slots
+    (the fake's 10 ms service time for every request is the rest)."""
+    slot_s = (answers.get(f"slow:{FAULT_MIX_HANG_S:g}", 0) * FAULT_MIX_HANG_S
+              + answers.get(f"rate_limit:{FAULT_MIX_RETRY_AFTER_S:g}", 0) * FAULT_MIX_RETRY_AFTER_S
+              + answers.get("server_error:500", 0) * FAULT_MIX_500_BACKOFF_S
+              + sum(answers.values()) * FAKE_DELAY_MS / 1000)
+    return slot_s / concurrency
+
+
+async def fault_mix(env: Env, n: int = 2000) -> dict[str, Any]:
+    async def body(workload: Workload, procs: list[DaemonProcess]) -> dict[str, Any]:
+        _, _, committed = await workload.burst(n)
+        done = await wait_drained(workload.url, timeout=300)
+        drained = (done["terminal_at"] - committed) if done["terminal_at"] else None
+        answers: dict[str, int] = {}
+        for request in await env.sandbox.requests():
+            answers[str(request.get("answer"))] = answers.get(str(request.get("answer")), 0) + 1
+        bound = slot_time_bound(answers, n, FAULT_MIX_CONCURRENCY)
+        limit = 2 * bound + 10
+        return {"touches": n, "concurrency": FAULT_MIX_CONCURRENCY, "answers": answers,
+                "drain_s": round(drained, 1) if drained else None, "slot_time_bound_s": round(bound, 1),
+                "drain_over_bound": round(drained / bound, 2) if drained and bound else None,
+                "time_limit_s": round(limit, 1), "within_limit": drained is not None and drained <= limit,
+                "faults": "30 %: 500 / 429 Retry-After 1 s / 2 s hang then 200, one third each"}
+
+    return await _scenario(env, "fault_mix", daemons=1, leads=n + 10, body=body,
+                           settings={"REVENUE_ASI_CONCURRENCY": FAULT_MIX_CONCURRENCY, "REVENUE_ASI_LEASE_S": 120,
+                                     "REVENUE_ASI_PROVIDER_TIMEOUT_S": 15},
+                           fake={"fault_rate": 0.3, "fault_retry_after_s": FAULT_MIX_RETRY_AFTER_S,
+                                 "fault_hang_s": FAULT_MIX_HANG_S, "seed": 9})
+
+
+SCENARIOS = ("sigkill", "pg_restart", "race", "faults", "burst", "fault_mix")
 
 
 async def run(env: Env, kills: int, rate: float, burst: int, scenario_s: float,
@@ -233,6 +277,7 @@ async def run(env: Env, kills: int, rate: float, burst: int, scenario_s: float,
         "race": lambda: race(env, rate * 1.5, scenario_s),
         "faults": lambda: faults(env, rate, scenario_s),
         "burst": lambda: one_transaction_burst(env, burst),
+        "fault_mix": lambda: fault_mix(env, 2000 if burst >= 10_000 else 300),
     }
     scenarios = []
     for name in only or SCENARIOS:
@@ -240,6 +285,7 @@ async def run(env: Env, kills: int, rate: float, burst: int, scenario_s: float,
         result = await makers[name]()
         result["wall_s"] = round(time.perf_counter() - started, 1)
         scenarios.append(result)
-    ok = all(s["lost"] == 0 and s["sent_twice"] == 0 and s["sent_not_received"] == 0 for s in scenarios)
+    ok = all(s["lost"] == 0 and s["sent_twice"] == 0 and s["sent_not_received"] == 0
+             and s.get("within_limit", True) for s in scenarios)
     return {"settings": {**CHAOS_SETTINGS, "fake_delay_ms": FAKE_DELAY_MS, "load_rate": rate}, "ok": ok,
             "daemons_died": sum(s["daemons_died"] for s in scenarios), "scenarios": scenarios}

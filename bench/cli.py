@@ -52,7 +52,8 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             "latency": lambda: latency.run(env, cfg["rates"], cfg["duration"]),
             "throughput": lambda: drain.run(env, cfg["drain_n"]),
             "scale": lambda: scale.run(env, cfg["scale_sizes"], cfg["scale_calls"]),
-            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput")),
+            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput"), latency=result.get("latency"),
+                                     latency_duration=cfg["duration"]),
             "limit": lambda: limit.run(env, cfg["limit_seconds"]),
             "chaos": lambda: chaos.run(env, **cfg["chaos"]),
         }
@@ -93,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")
     p.add_argument("--chaos-rate", type=float, help="chaos: offered touches/s under load (default 200; --quick 100)")
     p.add_argument("--scenario-seconds", type=float, help="chaos: seconds of load per scenario (default 10; --quick 4)")
-    p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst"),
+    p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst", "fault_mix"),
                    help="chaos: run only these scenarios")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     return p

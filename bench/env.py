@@ -25,7 +25,7 @@ from listener.testing import EmbeddedTestServer
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_DB = "bench_template"
-ACCOUNT_SID = "ACbench0000000000000000000000000000"
+ACCOUNT_SID = "AC" + "be0c" + "0" * 28  # ^AC[0-9a-f]{32}$: the sandbox checks it as Twilio does
 AUTH_TOKEN = "bench-auth-token"
 API_KEY = "bench-api-key"
 # Settings the bench owns; anything of the kind inherited from the caller's shell is dropped.

@@ -15,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
-from bench.drain import TUNED, start_daemons, warm_up
+from bench.drain import SHIPPED, start_daemons, warm_up
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
 
 GENERATOR_CONNECTIONS = 8
 
 
-async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: float
+async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: float,
+                enqueue: Callable[[asyncpg.Connection, list[uuid.UUID]], Awaitable[None]] | None = None,
                 ) -> list[tuple[str, float, float]]:
-    """Insert ``rate * duration`` touches at ``rate`` per second. Returns (touch id, insert clock, ack clock)."""
+    """Insert ``rate * duration`` touches at ``rate`` per second. Returns (touch id, insert clock, ack clock).
+    With ``enqueue`` (the peer), each touch and its job commit together; the clock is read after both."""
     n = max(1, int(rate * duration))
     assert workload.account_id is not None
     account_id = workload.account_id
@@ -38,7 +41,13 @@ async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: f
     async def one(lead_id: uuid.UUID) -> None:
         touch_id = uuid.uuid4()
         async with pool.acquire() as conn:
-            at_insert = await insert_one(conn, account_id, lead_id, touch_id)
+            if enqueue is None:
+                at_insert = await insert_one(conn, account_id, lead_id, touch_id)
+            else:
+                async with conn.transaction():
+                    await insert_one(conn, account_id, lead_id, touch_id)
+                    await enqueue(conn, [touch_id])
+                    at_insert = float(await conn.fetchval("select extract(epoch from clock_timestamp())::float8"))
         out.append((str(touch_id), at_insert, time.time()))
 
     tasks: list[asyncio.Task[None]] = []
@@ -61,6 +70,14 @@ async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: f
     done = await wait_drained(workload.url, timeout=120)
     cpu = meter.stop()
     requests = await env.sandbox.requests()
+    return {
+        "offered_rate": rate, "duration_s": duration, **receipts_summary(offered, requests),
+        "drained": done["reacted_at"] is not None,
+        "cpu_us_per_touch": {k: round(v / max(1, len(offered)) * 1e6) for k, v in cpu.items()},
+    }
+
+
+def receipts_summary(offered: list[tuple[str, float, float]], requests: list[Any]) -> dict[str, Any]:
     receipts = first_receipts(requests)
     from_insert, from_ack = [], []
     missing = 0
@@ -73,15 +90,9 @@ async def measure_rate(env: Env, workload: Workload, pool: asyncpg.Pool, rate: f
         from_ack.append(received - at_ack)
     inserts = sorted(o[1] for o in offered)
     span = inserts[-1] - inserts[0] if len(inserts) > 1 else 0.0
-    return {
-        "offered_rate": rate, "duration_s": duration, "touches": len(offered),
-        "achieved_rate": round((len(inserts) - 1) / span, 1) if span > 0 else None,
-        "received": len(from_insert), "missing": missing, "sent_twice": len(duplicates(requests)),
-        "drained": done["reacted_at"] is not None,
-        **summary_ms(from_insert),
-        "ack": summary_ms(from_ack),
-        "cpu_us_per_touch": {k: round(v / max(1, len(offered)) * 1e6) for k, v in cpu.items()},
-    }
+    return {"touches": len(offered), "achieved_rate": round((len(inserts) - 1) / span, 1) if span > 0 else None,
+            "received": len(from_insert), "missing": missing, "sent_twice": len(duplicates(requests)),
+            **summary_ms(from_insert), "ack": summary_ms(from_ack)}
 
 
 async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dict[str, Any] | None = None
@@ -90,7 +101,7 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
     url = await env.pg.fresh_database("latency")
     total = sum(int(r * duration) + 1 for r in rates)
     workload = await Workload(url).setup(total + 100)
-    daemons = await start_daemons(env, url, 1, TUNED if settings is None else settings)
+    daemons = await start_daemons(env, url, 1, SHIPPED if settings is None else settings)
     pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
     try:
         await warm_up(env, workload, 100)
@@ -101,4 +112,4 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
         await env.pg.drop_database(url)
     return {"clock": "insert (clock_timestamp() in the INSERT, before its commit) → fake received_at_wall; "
                      "'ack' = from the commit acknowledgement instead", "daemons": 1,
-            "settings": TUNED if settings is None else settings, "rates": results}
+            "settings": SHIPPED if settings is None else settings, "rates": results}

@@ -3,8 +3,13 @@ the ratio ours / pgqueuer. Ours is the 1-daemon drain (measured here, or taken f
 same run); the peer is one pgqueuer worker process. The peer's clock, like ours, runs from the commit of the one
 transaction that inserts the N touches and enqueues their N jobs until every touch has its status and event.
 
-Ours does more per touch than the peer: the pre-send re-checks (suppression, stop events, expiry, lead lock) and the
-fallback decision with its event; the peer only sends and records."""
+Both run with the same settings: the peer's task limit is our shipped REVENUE_ASI_CONCURRENCY (32) — and, as an extra
+row, 64 tasks, its faster setting on this machine — with batch 16, uvloop and one aiohttp session, as ours. Latency
+at 200 touches/s is measured for the peer the same way as for us (bench/latency.py: open-loop inserts, one touch per
+transaction — for the peer the touch and its job — clock read just before the commit → request at the fake).
+
+Ours does more per touch than the peer: the pre-send checks (suppression, stop events, expiry, reachability), the
+retry machinery and the fallback decision with its event; the peer only sends and records."""
 
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from listener.database import connect
 
 WARMUP = 40
 BATCH_SIZE = 16
-MAX_CONCURRENT_TASKS = 64
+SAME_AS_SHIPPED_TASKS = 32  # our REVENUE_ASI_CONCURRENCY default
+FASTER_TASKS = 64
+LATENCY_RATE = 200.0
 
 
 async def _wait_terminal(url: str, timeout: float) -> float | None:
@@ -54,10 +61,7 @@ async def _insert_and_enqueue(workload: Workload, n: int) -> tuple[float, float]
         await conn.close()
 
 
-async def pgqueuer_drain(env: Env, n: int) -> dict[str, Any]:
-    assert env.pg is not None
-    url = await env.pg.fresh_database("peer")
-    workload = await Workload(url).setup(n + WARMUP)
+async def _start_peer(env: Env, url: str, tasks: int, name: str) -> Process:
     conn = await asyncpg.connect(url)
     try:
         await pgqueuer_peer.install(conn)
@@ -65,10 +69,18 @@ async def pgqueuer_drain(env: Env, n: int) -> dict[str, Any]:
         await conn.close()
     argv = [sys.executable, "-m", "bench.peers.pgqueuer_peer", "--url", url, "--base-url", env.sandbox.base_url,
             "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN, "--batch-size", str(BATCH_SIZE),
-            "--max-concurrent-tasks", str(MAX_CONCURRENT_TASKS)]
-    proc = Process("pgqueuer_peer", argv, clean_env(), env.root / "pgqueuer_peer.log")
+            "--max-concurrent-tasks", str(tasks)]
+    proc = Process(name, argv, clean_env(), env.root / f"{name}.log")
+    await proc.wait_for_log(r"peer ready", timeout=60)
+    return proc
+
+
+async def pgqueuer_drain(env: Env, n: int, tasks: int = SAME_AS_SHIPPED_TASKS) -> dict[str, Any]:
+    assert env.pg is not None
+    url = await env.pg.fresh_database("peer")
+    workload = await Workload(url).setup(n + WARMUP)
+    proc = await _start_peer(env, url, tasks, f"pgqueuer_peer_{tasks}")
     try:
-        await proc.wait_for_log(r"peer ready", timeout=60)
         await _insert_and_enqueue(workload, WARMUP)
         if await _wait_terminal(url, 60) is None:
             raise RuntimeError(f"pgqueuer peer warm-up did not finish:\n{proc.tail()}")
@@ -90,7 +102,7 @@ async def pgqueuer_drain(env: Env, n: int) -> dict[str, Any]:
     return {"touches": n, "insert_s": round(insert_s, 3), "seconds": round(seconds, 3),
             "touches_per_s": round(n / seconds, 1), "sent": counts["by_status"].get("sent", 0) - WARMUP,
             "requests": len(requests), "sent_twice": len(duplicates(requests)),
-            "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": MAX_CONCURRENT_TASKS,
+            "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": tasks,
                          "http": "aiohttp, one keep-alive session (128 connections)", "pgqueuer": _version()}}
 
 
@@ -100,23 +112,66 @@ def _version() -> str:
     return getattr(pgqueuer, "__version__", "?")
 
 
-async def run(env: Env, n: int, ours: dict[str, Any] | None = None) -> dict[str, Any]:
+async def pgqueuer_latency(env: Env, rate: float, duration: float) -> dict[str, Any]:
+    """The peer at a fixed offered rate, measured as bench/latency.py measures ours."""
+    from bench.latency import GENERATOR_CONNECTIONS, offer, receipts_summary
+
+    assert env.pg is not None
+    url = await env.pg.fresh_database("peer_latency")
+    workload = await Workload(url).setup(int(rate * duration) + WARMUP + 10)
+    proc = await _start_peer(env, url, SAME_AS_SHIPPED_TASKS, "pgqueuer_peer_latency")
+    pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
+    try:
+        await _insert_and_enqueue(workload, WARMUP)
+        if await _wait_terminal(url, 60) is None:
+            raise RuntimeError(f"pgqueuer peer warm-up did not finish:\n{proc.tail()}")
+        await env.sandbox.reset()
+        offered = await offer(pool, workload, rate, duration, enqueue=pgqueuer_peer.enqueue)
+        await _wait_terminal(url, 120)
+        requests = await env.sandbox.requests()
+    finally:
+        await pool.close()
+        await proc.stop()
+        await env.pg.drop_database(url)
+    return {"offered_rate": rate, "duration_s": duration, **receipts_summary(offered, requests),
+            "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": SAME_AS_SHIPPED_TASKS}}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+async def run(env: Env, n: int, ours: dict[str, Any] | None = None, latency: dict[str, Any] | None = None,
+              latency_duration: float = 10.0) -> dict[str, Any]:
+    """Ours at the shipped defaults (and tuned) against the peer with the same settings, in this one run."""
+
     def from_throughput(conc: int) -> dict[str, Any] | None:
         runs = (ours or {}).get("runs", [])
         return next((r for r in runs if r["daemons"] == 1 and r["touches"] == n and r.get("concurrency") == conc),
                     None)
 
-    mine = from_throughput(drain.concurrency(drain.TUNED))
-    source = "throughput section"
-    if mine is None:
-        mine = await drain.drain(env, n, 1, drain.TUNED)
-        source = "measured here"
-    shipped = from_throughput(drain.concurrency(drain.SHIPPED))
-    theirs = await pgqueuer_drain(env, n)
-    result = {"touches": n, "ours": {**mine, "source": source}, "pgqueuer": theirs,
-              "ratio": round(mine["touches_per_s"] / theirs["touches_per_s"], 2),
-              "note": f"ours = 1 daemon (REVENUE_ASI_CONCURRENCY={drain.concurrency(drain.TUNED)}), full pipeline incl. "
-                      "pre-send checks and fallback decision; pgqueuer = 1 worker, send + status + touch_sent event"}
-    if shipped is not None:
-        result["ratio_shipped_concurrency"] = round(shipped["touches_per_s"] / theirs["touches_per_s"], 2)
+    shipped = from_throughput(drain.concurrency(drain.SHIPPED)) or await drain.drain(env, n, 1, drain.SHIPPED)
+    tuned = from_throughput(drain.concurrency(drain.TUNED))
+    same = await pgqueuer_drain(env, n, SAME_AS_SHIPPED_TASKS)
+    faster = await pgqueuer_drain(env, n, FASTER_TASKS)
+    our_latency = next((r for r in (latency or {}).get("rates", []) if r["offered_rate"] == LATENCY_RATE), None)
+    if our_latency is None:
+        from bench.latency import run as latency_run
+
+        our_latency = (await latency_run(env, (LATENCY_RATE,), latency_duration))["rates"][0]
+    peer_latency = await pgqueuer_latency(env, LATENCY_RATE, our_latency.get("duration_s", latency_duration))
+    result: dict[str, Any] = {
+        "touches": n, "ours": shipped, "ours_tuned": tuned, "pgqueuer": same, "pgqueuer_64_tasks": faster,
+        "ratio": _ratio(shipped["touches_per_s"], same["touches_per_s"]),
+        "ratio_vs_peer_64_tasks": _ratio(shipped["touches_per_s"], faster["touches_per_s"]),
+        "latency": {"rate": LATENCY_RATE, "ours": {k: our_latency.get(k) for k in ("p50_ms", "p99_ms", "received")},
+                    "pgqueuer": {k: peer_latency.get(k) for k in ("p50_ms", "p99_ms", "received")},
+                    "p50_ratio_peer_over_ours": _ratio(peer_latency.get("p50_ms"), our_latency.get("p50_ms")),
+                    "p99_ratio_peer_over_ours": _ratio(peer_latency.get("p99_ms"), our_latency.get("p99_ms"))},
+        "note": "ours = 1 daemon at the shipped defaults (REVENUE_ASI_CONCURRENCY 32), full pipeline incl. pre-send "
+                "checks and the fallback decision; pgqueuer = 1 worker, batch 16, 32 tasks (same as ours) — and 64 "
+                "tasks as an extra row; it only sends, writes the status and touch_sent",
+    }
+    if tuned is not None:
+        result["ratio_tuned"] = _ratio(tuned["touches_per_s"], same["touches_per_s"])
     return result

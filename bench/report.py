@@ -37,7 +37,7 @@ def _throughput(section: dict[str, Any]) -> str:
 
 
 def _scale(section: dict[str, Any]) -> str:
-    names = ["decide", "decide_keys_64", "claim_64", "send_contexts_64", "expire_leases_idle", "expire_leases_100"]
+    names = ["decide", "decide_keys_64", "claim_64", "claim_with_context_64", "expire_leases_idle", "expire_leases_100"]
     rows = [[s["touch_runs"], s["events"], *(s[n]["median_ms"] for n in names)] for s in section["sizes"]]
     growth = section["growth"]["median_ratio"]
     rows.append([f"× from {section['growth']['from']}", "", *(f"×{growth.get(n, '-')}" for n in names)])
@@ -46,13 +46,22 @@ def _scale(section: dict[str, Any]) -> str:
 
 
 def _peer(section: dict[str, Any]) -> str:
-    rows = [["ours (1 daemon)", section["ours"]["touches_per_s"], section["ours"]["seconds"]],
-            ["pgqueuer (1 worker)", section["pgqueuer"]["touches_per_s"], section["pgqueuer"]["seconds"]],
-            ["ratio ours / pgqueuer", section["ratio"], ""]]
-    if "ratio_shipped_concurrency" in section:
-        rows.append(["ratio, ours at the shipped concurrency 32", section["ratio_shipped_concurrency"], ""])
-    return table(f"peer: drain of {section['touches']} touches, same server, same fake provider",
-                 ["consumer", "touches/s", "seconds"], rows)
+    lat = section.get("latency", {})
+    rows = [["ours (1 daemon, shipped defaults: concurrency 32)", section["ours"]["touches_per_s"],
+             section["ours"]["seconds"], lat.get("ours", {}).get("p50_ms"), lat.get("ours", {}).get("p99_ms")],
+            ["pgqueuer (1 worker, batch 16, 32 tasks: same settings)", section["pgqueuer"]["touches_per_s"],
+             section["pgqueuer"]["seconds"], lat.get("pgqueuer", {}).get("p50_ms"),
+             lat.get("pgqueuer", {}).get("p99_ms")],
+            ["pgqueuer (64 tasks, its faster setting)", section["pgqueuer_64_tasks"]["touches_per_s"],
+             section["pgqueuer_64_tasks"]["seconds"], "", ""],
+            ["ratio ours / pgqueuer (same settings)", section["ratio"], "", lat.get("p50_ratio_peer_over_ours"),
+             lat.get("p99_ratio_peer_over_ours")],
+            ["ratio ours / pgqueuer 64 tasks", section["ratio_vs_peer_64_tasks"], "", "", ""]]
+    if section.get("ratio_tuned") is not None:
+        rows.append(["ratio, ours tuned (concurrency 128) / pgqueuer", section["ratio_tuned"], "", "", ""])
+    return table(f"peer: drain of {section['touches']} touches and latency at {lat.get('rate')}/s, same server, "
+                 "same fake provider (latency ratios: peer / ours, > 1 = ours faster)",
+                 ["consumer", "touches/s", "seconds", "p50 ms", "p99 ms"], rows)
 
 
 def _limit(section: dict[str, Any]) -> str:
@@ -69,11 +78,13 @@ def _chaos(section: dict[str, Any]) -> str:
     for s in section["scenarios"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["failed_by_reason"].items())) or "-"
         notes = {k: s[k] for k in ("kills", "restart_s", "daemons", "fault_rate", "burst", "drain_s",
+                                   "slot_time_bound_s", "drain_over_bound", "within_limit",
                                    "daemons_died") if k in s and s[k] not in (None, 0)}
         rows.append([s["scenario"], s["offered"], s["sent"], s["failed"], reasons, s["canceled"], s["lost"],
                      s["sent_twice"], s["sent_not_received"],
                      " ".join(f"{k}={v}" for k, v in notes.items())])
-    verdict = "OK: 0 lost, 0 sent twice" if section["ok"] else "FAILED: see lost / sent twice"
+    verdict = ("OK: 0 lost, 0 sent twice, drains within their limits" if section["ok"]
+               else "FAILED: see lost / sent twice / within_limit")
     died = sum(s.get("daemons_died", 0) for s in section["scenarios"])
     if died:
         errors = sorted({e for s in section["scenarios"] for e in s.get("daemon_errors", [])})

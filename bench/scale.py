@@ -10,7 +10,7 @@ At each size, medians over repeated calls of the daemon's own named queries (lis
 * ``decide``: ``decide_next_channel_for_lead`` for one random historical key (lead, campaign, step 1);
 * ``decide_keys_64``: the reactions' batched form (``decide_for_keys``) for 64 random keys, per call;
 * ``claim_64``: ``claim_due_touches`` of 64 (with a stock of due touches present), rolled back;
-* ``send_contexts_64``: ``touch_send_contexts`` for 64 claimed touches (the pre-send re-check), rolled back;
+* ``claim_with_context_64``: ``claim_touches_with_context`` of 64 (the claim + pre-send check the daemon runs), rolled back;
 * ``expire_leases_idle`` (nothing expired: the sweep's common case) and ``expire_leases_100`` (100 expired leases),
   rolled back.
 """
@@ -162,18 +162,10 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
 
     out["claim_64"] = _stats(await _timed(batches, claim), per=64)
 
-    async def contexts(_: int) -> None:
-        async def body() -> None:
-            ids = [r["id"] for r in await conn.fetch(Q.claim_due_touches, "scale", 120.0, 64)]
-            started = time.perf_counter()
-            await conn.fetch(Q.touch_send_contexts, ids)
-            context_times.append((time.perf_counter() - started) * 1000)
+    async def claim_with_context(_: int) -> object:
+        return await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64))
 
-        await _rolled_back(conn, body)
-
-    context_times: list[float] = []
-    await _timed(batches, contexts)
-    out["send_contexts_64"] = _stats(context_times, per=64)
+    out["claim_with_context_64"] = _stats(await _timed(batches, claim_with_context), per=64)
 
     out["expire_leases_idle"] = _stats(await _timed(batches, lambda _: _rolled_back(
         conn, lambda: conn.fetch(Q.expire_leases, 500))))

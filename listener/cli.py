@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from listener.database import DatabaseError, connect, database_url, migrate
@@ -44,8 +45,13 @@ def settings_or_exit() -> Settings:
         raise  # unreachable, for type checkers
 
 
-def run_async(make: Callable[[], Awaitable[T]]) -> T:
+def run_async(make: Callable[[], Awaitable[T]], event_loop: str = "asyncio") -> T:
+    """Run a command's coroutine; the long-running ones (`run`, `web`) pass REVENUE_ASI_EVENT_LOOP (uvloop)."""
     try:
+        if event_loop == "uvloop":
+            import uvloop
+
+            return uvloop.run(make())  # type: ignore[arg-type]
         return asyncio.run(make())  # type: ignore[arg-type]
     except (DatabaseError, SettingsError) as exc:
         fail(str(exc))
@@ -137,6 +143,13 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"[bold]events, last hour[/] ({status['events_last_hour_total']}): {events}")
     failures = ", ".join(f"{k} {v}" for k, v in status["failures_last_hour"].items()) or "none"
     console.print(f"[bold]failures, last hour[/]: {failures}")
+    aside = status.get("reactions_set_aside") or {}
+    if aside.get("count") or aside.get("retrying"):
+        console.print(f"[bold]reactions set aside[/] {aside.get('count', 0)} (could not be processed; retrying "
+                      f"{aside.get('retrying', 0)})", highlight=False)
+        for item in aside.get("latest", []):
+            console.print(f"  {item.get('event_type')} event {item.get('event_id')} lead {item.get('lead_id')}: "
+                          f"{item.get('error')}", highlight=False, markup=False)
     cad = status["cadences"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
@@ -180,7 +193,7 @@ def run_command() -> None:
     url = url_or_exit(settings)
     from listener.runner import run_daemon
 
-    run_async(lambda: run_daemon(settings, url))
+    run_async(lambda: run_daemon(settings, url), settings.event_loop)
 
 
 @app.command("web")
@@ -197,12 +210,12 @@ def web_command() -> None:
     url = url_or_exit(settings)
     from listener.runner import run_web
 
-    run_async(lambda: run_web(settings, url))
+    run_async(lambda: run_web(settings, url), settings.event_loop)
 
 
 @app.command("tick")
 def tick_command(
-    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation"),
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
@@ -247,6 +260,8 @@ def render_tick(job: str, dry_run: bool, result: dict[str, Any]) -> None:
                       highlight=False)
     if result["created"] > len(result["touches"]):
         console.print(f"  … and {result['created'] - len(result['touches'])} more", highlight=False)
+    for error in result.get("errors", []):  # rows skipped for bad data: the run itself succeeded (exit 0)
+        err_console.print(f"[bold yellow]row skipped:[/] {escape(error)}", highlight=False)
 
 
 def _uuid_or_exit(value: str, what: str) -> uuid.UUID:

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 from listener.errors import TouchFailure
+from listener.sanitize import address_problem
 
 _PHONE_PREFIXES = ("whatsapp:", "tel:")
 
 
 def normalise_phone(raw: str | None, default_region: str) -> str:
+    """Return ``raw`` as E.164 (``+14155550100``), or raise a permanent TouchFailure (cached: the same lead's
+    number is read once per process, not once per touch)."""
+    result = _normalised_phone(raw, default_region)
+    if isinstance(result, TouchFailure):
+        raise TouchFailure(result.error_code, result.error, result.failure_class)
+    return result
+
+
+@lru_cache(maxsize=65_536)
+def _normalised_phone(raw: str | None, default_region: str) -> str | TouchFailure:
+    try:
+        return _parse_phone(raw, default_region)
+    except TouchFailure as failure:
+        return failure
+
+
+def _parse_phone(raw: str | None, default_region: str) -> str:
     """Return ``raw`` as E.164 (``+14155550100``), or raise a permanent TouchFailure.
 
     National numbers are read in ``default_region``; ``00``-prefixed international numbers, spaces,
@@ -55,4 +75,7 @@ def normalise_email(raw: str | None) -> str:
     )
     if not plausible:
         raise TouchFailure("invalid_email", f"{raw!r} is not an email address")
+    problem = address_problem(value)  # CR/LF, control characters, header specials: `Evil<x@y.com>`
+    if problem is not None:
+        raise TouchFailure("invalid_email", f"{raw!r} {problem}")
     return f"{local}@{domain.lower()}"

@@ -1,6 +1,7 @@
-"""`revenue-asi run`: the always-on consumer. One LISTEN connection, a pool for the work, and small loops:
-dispatch (claim → send → complete), reactions (decisions, stop events, ended cooldowns), the sweep, and the
-periodic jobs. SIGTERM: stop claiming, let in-flight sends finish within the grace period, release the rest."""
+"""`revenue-asi run`: the composition root of the always-on consumer. One LISTEN connection, a pool for the work,
+and the services: dispatch (claim → send → completer), reactions (decisions, stop events, ended cooldowns), the
+sweep, and the periodic jobs. SIGTERM: stop claiming, let in-flight sends finish within the grace period, write
+their outcomes, release whatever was claimed but not started."""
 
 from __future__ import annotations
 
@@ -8,32 +9,29 @@ import asyncio
 import logging
 import os
 import socket
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
 from listener import metrics
-from listener.database import connect, create_pool, migrate
+from listener.completer import Completer, Outcome
+from listener.database import connect, create_pool, light_reset, migrate
 from listener.dispatcher import Dispatcher
 from listener.notifier import Notifier
-from listener.providers.base import Provider, build_providers, unconfigured_channels
+from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
 from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
+from listener.moments import seconds_until
+from listener.services.base import DB_ERRORS, run_service, wait_any
 from listener.settings import Settings
-from listener.sweeper import expire_leases
+from listener.sweeper import SweepService
 
 log = logging.getLogger(__name__)
 
-# asyncpg.InternalClientError: a pooled connection cut mid-query (database restart) fails its release this way.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-             asyncio.TimeoutError, ConnectionError)
-MAX_BATCHES = 8
-RETRY_AFTER_DB_ERROR_S = 0.5
-SWEEP_RECORD_EVERY_S = 60.0
+RETRY_SOON_S = 0.05  # due rows exist but another daemon holds them: look again shortly
+POOL_SPARE = 6
 
 
 @dataclass
@@ -45,19 +43,6 @@ class PeriodicJob:
 
 def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout=max(timeout, 0))
-    except asyncio.TimeoutError:
-        pass
-
-
-def _seconds_until(moment: datetime | None, cap: float) -> float:
-    if moment is None:
-        return cap
-    return min(cap, max(0.0, (moment - datetime.now(UTC)).total_seconds()))
 
 
 class Daemon:
@@ -72,12 +57,11 @@ class Daemon:
         self.ready = asyncio.Event()
         self.touch_wake = asyncio.Event()
         self.event_wake = asyncio.Event()
-        self.capacity_freed = asyncio.Event()
-        self.inflight = 0
-        self.batches: set[asyncio.Task[None]] = set()
+        self.completer_stop = asyncio.Event()
         self.reactions = ReactionStats()
         self.pool: asyncpg.Pool | None = None
         self.dispatcher: Dispatcher | None = None
+        self.completer: Completer | None = None
         self.notifier = Notifier(url, self._on_wake)
 
     def _on_wake(self, channel: str) -> None:
@@ -87,7 +71,8 @@ class Daemon:
         self.stop.set()
         self.touch_wake.set()
         self.event_wake.set()
-        self.capacity_freed.set()
+        if self.dispatcher is not None:
+            self.dispatcher.slot_freed.set()
 
     async def run(self) -> None:
         conn = await connect(self.url)
@@ -95,9 +80,13 @@ class Daemon:
             await migrate(conn)
         finally:
             await conn.close()
-        pool_size = MAX_BATCHES + 4 + len(self.periodic_jobs)
-        self.pool = await create_pool(self.url, min_size=2, max_size=pool_size)
-        self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id)
+        # The pool serves claims, completions, reactions and jobs — never a connection per send.
+        pool_size = POOL_SPARE + len(self.periodic_jobs) + min(8, max(2, self.settings.concurrency // 16))
+        self.pool = await create_pool(self.url, min_size=2, max_size=pool_size,
+                                      server_settings=session_limits(self.settings), reset=light_reset)
+        self.completer = Completer(self.pool, self.worker_id, on_written=_count_written)
+        self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id, self.completer)
+        sweep = SweepService(self.pool, self.worker_id, self.settings.sweep_interval_s)
         metrics.serve(self.settings.metrics_port)
         missing = unconfigured_channels(self.settings)
         if missing:
@@ -105,17 +94,21 @@ class Daemon:
                         ", ".join(missing))
         log.info("daemon %s starting (concurrency %d, lease %.0fs, sweep every %.1fs)", self.worker_id,
                  self.settings.concurrency, self.settings.lease_s, self.settings.sweep_interval_s)
+        completer_task = asyncio.create_task(self.completer.run(self.completer_stop))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.notifier.run(self.stop))
                 group.create_task(self._dispatch_loop())
-                group.create_task(self._reaction_loop())
-                group.create_task(self._sweep_loop())
+                group.create_task(run_service("reactions", self._react, stop=self.stop, wake=self.event_wake,
+                                              idle_s=self.settings.sweep_interval_s))
+                group.create_task(run_service("sweep", self._sweep(sweep), stop=self.stop,
+                                              idle_s=self.settings.sweep_interval_s, run_first=False))
                 for job in self.periodic_jobs:
-                    group.create_task(self._periodic_loop(job))
+                    group.create_task(run_service(job.name, _periodic(job, self.pool), stop=self.stop,
+                                                  idle_s=job.interval_s))
                 group.create_task(self._announce_ready())
         finally:
-            await self._shutdown()
+            await self._shutdown(completer_task)
 
     async def _announce_ready(self) -> None:
         await self.notifier.connected.wait()
@@ -123,134 +116,89 @@ class Daemon:
 
     # --- dispatch -------------------------------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
-        assert self.pool is not None
-        while not self.stop.is_set():
-            self.touch_wake.clear()
-            try:
-                claimed_any = await self._claim_until_empty()
-                async with self.pool.acquire() as conn:
-                    next_at = await conn.fetchval(Q.next_scheduled_at)
-                delay = _seconds_until(next_at, self.settings.sweep_interval_s)
-                if delay == 0 and not claimed_any:
-                    delay = 0.05  # due rows exist but are locked by another claimer: look again shortly
-            except DB_ERRORS as exc:
-                log.warning("dispatch loop: database error (%s); retrying", type(exc).__name__)
-                delay = RETRY_AFTER_DB_ERROR_S
-            except Exception:  # a loop of an always-on daemon must outlive any one failure
-                log.exception("dispatch loop: unexpected error; retrying")
-                delay = RETRY_AFTER_DB_ERROR_S
-            await _wait(self.touch_wake, delay)
-
-    async def _claim_until_empty(self) -> bool:
+        """Claim while slots are free; then sleep until a NOTIFY, a freed slot or the next scheduled touch."""
         assert self.pool is not None and self.dispatcher is not None
-        claimed_any = False
-        while not self.stop.is_set():
-            free = self.settings.concurrency - self.inflight
-            if free <= 0 or len(self.batches) >= MAX_BATCHES:
-                self.capacity_freed.clear()
-                await self.capacity_freed.wait()
-                continue
+        dispatcher = self.dispatcher
+
+        async def step() -> float | None:
+            claimed_any = False
+            while not self.stop.is_set():
+                free = dispatcher.free_slots
+                if free <= 0:
+                    dispatcher.slot_freed.clear()
+                    await wait_any((dispatcher.slot_freed, self.stop), 3600)
+                    continue
+                claimed = await dispatcher.claim_and_start(min(free, self.settings.claim_batch))
+                claimed_any = claimed_any or claimed > 0
+                if claimed < min(free, self.settings.claim_batch):
+                    break
             async with self.pool.acquire() as conn:
-                ids = await self.dispatcher.claim(conn, min(free, self.settings.claim_batch))
-                if ids:  # start the batch now: the claim connection's release (a round trip) overlaps with it
-                    claimed_any = True
-                    self.inflight += len(ids)
-                    task = asyncio.create_task(self._run_batch(ids, time.monotonic()))
-                    self.batches.add(task)
-            if not ids:
-                return claimed_any
-        return claimed_any
+                next_at = await conn.fetchval(Q.next_scheduled_at)
+            delay = seconds_until(next_at, self.settings.sweep_interval_s)
+            return RETRY_SOON_S if delay == 0 and not claimed_any else delay
 
-    async def _run_batch(self, ids: list[uuid.UUID], claimed_at: float) -> None:
-        assert self.dispatcher is not None
-        metrics.IN_FLIGHT.inc(len(ids))
-        try:
-            outcomes = await self.dispatcher.process(ids, claimed_at, self.stop.is_set)
-            metrics.count_outcomes((o.status, o.event_payload.get("error_code")) for o in outcomes)
-        except DB_ERRORS as exc:
-            # The send transaction rolled back; its touches stay leased and the sweep fails them as
-            # outcome_unknown when the lease ends (a provider may already have them: never re-send).
-            log.warning("send batch of %d failed (%s); the sweep will settle it", len(ids), type(exc).__name__)
-        except Exception:
-            log.exception("send batch of %d failed", len(ids))
-        finally:
-            metrics.IN_FLIGHT.dec(len(ids))
-            self.inflight -= len(ids)
-            task = asyncio.current_task()
-            if task is not None:
-                self.batches.discard(task)  # type: ignore[arg-type]
-            self.capacity_freed.set()
+        await run_service("dispatch", step, stop=self.stop, wake=self.touch_wake,
+                          idle_s=self.settings.sweep_interval_s)
 
-    # --- reactions ------------------------------------------------------------------------------------------
-    async def _reaction_loop(self) -> None:
+    # --- reactions, sweep, jobs -----------------------------------------------------------------------------
+    async def _react(self) -> float:
         assert self.pool is not None
-        while not self.stop.is_set():
-            self.event_wake.clear()
-            try:
-                for stats in (await drain_reactions(self.pool), await drain_due_cooldowns(self.pool)):
-                    self.reactions.add(stats)
-                    metrics.count_decisions(stats.decisions)
-                async with self.pool.acquire() as conn:
-                    next_at = await conn.fetchval(Q.next_cooldown_due)
-                delay = _seconds_until(next_at, self.settings.sweep_interval_s)
-            except DB_ERRORS as exc:
-                log.warning("reaction loop: database error (%s); retrying", type(exc).__name__)
-                delay = RETRY_AFTER_DB_ERROR_S
-            except Exception:
-                log.exception("reaction loop: unexpected error; retrying")
-                delay = RETRY_AFTER_DB_ERROR_S
-            await _wait(self.event_wake, delay)
+        for stats in (await drain_reactions(self.pool), await drain_due_cooldowns(self.pool)):
+            self.reactions.add(stats)
+            metrics.count_decisions(stats.decisions)
+        async with self.pool.acquire() as conn:
+            next_at = await conn.fetchval(Q.next_cooldown_due)
+        return seconds_until(next_at, self.settings.sweep_interval_s)
 
-    # --- sweep and periodic jobs ----------------------------------------------------------------------------
-    async def _sweep_loop(self) -> None:
-        """Every sweep_interval_s. It writes a job_runs row when it did something, and otherwise once a minute, so
-        `status` shows it alive without a row every few seconds."""
-        assert self.pool is not None
-        last_recorded = float("-inf")
-        while not self.stop.is_set():
-            await _wait(self.stop, self.settings.sweep_interval_s)
-            if self.stop.is_set():
-                return
-            try:
-                started_at = datetime.now(UTC)
-                expired = await expire_leases(self.pool)
-                if expired:
-                    log.warning("sweep: %d expired lease(s) failed as outcome_unknown", expired)
-                if expired or time.monotonic() - last_recorded >= SWEEP_RECORD_EVERY_S:
-                    async with self.pool.acquire() as conn:
-                        await conn.execute(Q.insert_job_run, "sweep", started_at, False,
-                                           {"leases_expired": expired, "worker": self.worker_id}, None)
-                    last_recorded = time.monotonic()
-            except DB_ERRORS as exc:
-                log.warning("sweep: database error (%s)", type(exc).__name__)
-            except Exception:
-                log.exception("sweep: unexpected error")
+    def _sweep(self, sweep: SweepService) -> Callable[[], Awaitable[float | None]]:
+        async def step() -> float:
+            delay = await sweep.step()
+            if sweep.last is not None and sweep.last.leases_expired:
+                log.warning("sweep: %d expired lease(s) failed as outcome_unknown", sweep.last.leases_expired)
             self.touch_wake.set()  # missed notifications: the loops look again
             self.event_wake.set()
+            return delay
 
-    async def _periodic_loop(self, job: PeriodicJob) -> None:
-        assert self.pool is not None
-        while not self.stop.is_set():
-            try:
-                await job.run(self.pool)
-            except DB_ERRORS as exc:
-                log.warning("job %s: database error (%s)", job.name, type(exc).__name__)
-            except Exception:
-                log.exception("job %s failed", job.name)
-            await _wait(self.stop, job.interval_s)
+        return step
 
     # --- shutdown -------------------------------------------------------------------------------------------
-    async def _shutdown(self) -> None:
-        if self.batches:
-            log.info("shutting down: waiting up to %.1fs for %d send batch(es)", self.settings.shutdown_grace_s,
-                     len(self.batches))
-            _, pending = await asyncio.wait(set(self.batches), timeout=self.settings.shutdown_grace_s)
+    async def _shutdown(self, completer_task: asyncio.Task[None]) -> None:
+        sends = set(self.dispatcher.sends) if self.dispatcher is not None else set()
+        if sends:
+            log.info("shutting down: waiting up to %.1fs for %d send(s)", self.settings.shutdown_grace_s, len(sends))
+            _, pending = await asyncio.wait(sends, timeout=self.settings.shutdown_grace_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+                log.warning("%d send(s) still in flight after the grace period; the sweep settles them",
+                            len(pending))
+        self.completer_stop.set()
+        try:
+            await asyncio.wait_for(completer_task, timeout=max(self.settings.shutdown_grace_s, 1.0))
+        except (asyncio.TimeoutError, *DB_ERRORS):
+            log.warning("outcomes not written before exit; the sweep settles their touches")
         if self.pool is not None:
             await self.pool.close()
-        for provider in {id(p): p for p in self.providers.values() if p is not None}.values():
-            await provider.aclose()
+        await close_providers(dict(self.providers))
         log.info("daemon %s stopped", self.worker_id)
+
+
+def _periodic(job: PeriodicJob, pool: asyncpg.Pool) -> Callable[[], Awaitable[float]]:
+    async def step() -> float:
+        await job.run(pool)
+        return job.interval_s
+
+    return step
+
+
+def _count_written(outcomes: Sequence[Outcome]) -> None:
+    metrics.count_outcomes((o.status, o.event_payload.get("error_code")) for o in outcomes)
+
+
+def session_limits(settings: Settings) -> dict[str, str]:
+    """Time limits on every session the daemon opens (SPEC §11): a stuck query or a row locked elsewhere delays one
+    item, never a loop."""
+    return {"statement_timeout": str(settings.statement_timeout_ms),
+            "lock_timeout": str(settings.lock_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms)}

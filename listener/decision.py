@@ -39,14 +39,17 @@ from uuid import UUID
 import asyncpg
 from pydantic import BaseModel, ConfigDict
 
+from listener import safejson
 from listener.payload import CHANNELS, DEFAULT_STOP_EVENTS, PHONE_CHANNELS
 from listener.queries import Q
+from listener.safejson import InvalidJson
 
 DecisionKind = Literal["retry_same_channel", "wait_cooldown", "switch_channel", "stop"]
 
 SUPPRESSION_EVENTS: frozenset[str] = frozenset({"unsubscribe", "do_not_contact"})
 NEGATIVE_COOLDOWN = timedelta(days=30)  # 720 hours, as in SQL (interval '720 hours', not DST-dependent '30 days')
-MAX_COOLDOWN_MINUTES = 100_000_000  # ~190 years; beyond it a plan is invalid (timestamps would overflow)
+MAX_COOLDOWN_MINUTES = 525_600  # one year (SPEC §11): cooldowns and delays beyond it make a plan invalid
+MAX_ATTEMPTS = 20  # SPEC §11: max_attempts is an integer 0..20
 ATTEMPT_EVENTS: frozenset[str] = frozenset({"touch_sent", "touch_failed"})
 # Provider webhooks (SPEC §12): not attempts, but a permanent one exhausts the channel like a permanent touch_failed.
 UNDELIVERY_EVENTS: frozenset[str] = frozenset({"touch_undelivered", "email_bounced"})
@@ -183,6 +186,8 @@ def _parse_expires_at(value: Any) -> datetime | None:
 
 def parse_plan(payload: Any, touch_channel: str) -> Plan:
     """Mirror of SQL fallback_plan_v2: the plan, or why there is none ('no_fallback_plan' / 'invalid_plan')."""
+    if isinstance(payload, InvalidJson):  # beyond the JSON bounds (listener.safejson): SQL checks the same first
+        return Plan(problem="invalid_plan", current_channel=touch_channel)
     routing = payload.get("routing") if isinstance(payload, dict) else None
     current = touch_channel
     if isinstance(routing, dict) and isinstance(routing.get("current_channel"), str) \
@@ -218,8 +223,10 @@ def parse_plan(payload: Any, touch_channel: str) -> Plan:
     for key, value in raw_attempts.items():
         if not _is_number(value):
             return invalid
+        if not 0 <= value <= MAX_ATTEMPTS:  # bounded before Fraction: 1e5000 must not become a 5,001-digit int
+            return invalid
         exact = Fraction(value)
-        if exact < 0 or exact.denominator != 1:
+        if exact.denominator != 1:
             return invalid
         max_attempts[key] = int(exact)
 
@@ -231,10 +238,9 @@ def parse_plan(payload: Any, touch_channel: str) -> Plan:
     for key, value in raw_cooldown.items():
         if not _is_number(value):
             return invalid
-        exact = Fraction(value)
-        if exact < 0 or exact > MAX_COOLDOWN_MINUTES:
+        if not 0 <= value <= MAX_COOLDOWN_MINUTES:
             return invalid
-        cooldown[key] = exact
+        cooldown[key] = Fraction(value)
 
     raw_stop = routing.get("stop_on_events")
     if raw_stop is None:
@@ -362,6 +368,14 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def payload_for_decision(text: str) -> Any:
+    """A touch payload's text, numbers exact (as PostgreSQL's numeric); beyond the JSON bounds, InvalidJson."""
+    try:
+        return safejson.loads(text, parse_float=safejson.exact_number, parse_int=safejson.exact_number)
+    except safejson.UnsafeJson as exc:
+        return InvalidJson(exc.reason, len(text))
+
+
 async def load_decision_inputs(
     conn: asyncpg.Connection, lead_id: UUID, campaign_id: UUID | None, step: int
 ) -> DecisionInputs | None:
@@ -382,7 +396,7 @@ async def load_decision_inputs(
         step=step,
         latest_touch_id=row["latest_touch_id"],
         latest_channel=row["latest_channel"],
-        latest_payload=json.loads(row["latest_payload"], parse_float=Decimal),
+        latest_payload=payload_for_decision(row["latest_payload"]),
         cadence_started_at=row["cadence_started_at"],
         history=[ChannelHistory(channel=c, attempts=a) for c, a in by_channel.items()],
         has_phone=row["has_phone"],

@@ -1,10 +1,14 @@
-"""Claim → lock and re-check → send → complete (SPEC §6). Replaces dispatch-touch, dispatch-touch-email and
-dispatch-touch-whatsapp and their crons.
+"""Dispatch (SPEC §6, §11): claim with context → send, each touch on its own → the completer writes the outcome.
+Replaces dispatch-touch, dispatch-touch-email and dispatch-touch-whatsapp and their crons.
 
-A batch goes through two transactions. The claim (status processing + lease) commits first, on its own, so a
-crash after it can never lead to a second send: the sweep turns an expired lease into failed/outcome_unknown.
-The send transaction then locks the claimed rows and share-locks their leads, re-checks suppression, stop events
-and expiry on a fresh snapshot, calls the providers, and writes each status with its event before committing.
+* One statement claims a batch (status processing + lease, SKIP LOCKED) and reads, on its fresh snapshot, all the
+  batch needs to be sent and every reason not to send it (suppression, stop events, expiry, reachability). It
+  commits before any provider call, so a crash after it can never lead to a second send: the sweep turns an
+  expired lease into failed / outcome_unknown.
+* Each touch then goes through its own task: no database transaction is open across a provider call, and a slow
+  or hanging send holds one slot — its own — while the claim refills every other slot as it frees up.
+* Each outcome is handed to the completer the moment its provider call ends; status and event are written
+  together, in small batches (listener/completer.py).
 """
 
 from __future__ import annotations
@@ -12,46 +16,72 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
+import orjson
 
+from listener import metrics
+from listener.completer import Completer, Outcome
 from listener.errors import ProviderError, TouchFailure
 from listener.messages import Template, template_key_for
 from listener.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.payload import TouchPayload, parse_payload
-from listener.providers.base import Provider
+from listener.providers.base import BEFORE_RETRY, Provider
 from listener.queries import Q
 from listener.settings import Settings
+from listener.text import clean_text
 
 log = logging.getLogger(__name__)
 
-# A send transaction for a few touches uses generic plans: with an array parameter PostgreSQL otherwise plans
-# touch_send_contexts afresh on every call (~1-2 ms of planning for ~0.1 ms of work); for larger batches the
-# custom plans are as good or better (docs/performance.md).
-GENERIC_PLAN_MAX_BATCH = 8
+MAX_JSON_CHARS = 256 * 1024
 
 
-@dataclass
-class Outcome:
-    """What happened to one touch; becomes one touch_runs update and one event."""
+@dataclass(frozen=True)
+class ClaimedTouch:
+    """One row of `claim_touches_with_context`: a leased touch, its lead, its provider row, its reasons not to go."""
 
     id: UUID
-    status: str  # sent | failed | canceled
-    event_type: str
-    event_payload: dict[str, Any]
-    error: str | None = None
-    provider_message_id: str | None = None
-    payload_patch: dict[str, Any] | None = None
+    account_id: UUID
+    lead_id: UUID
+    campaign_id: UUID | None
+    step: int
+    channel: str
+    payload_json: str | None
+    lead_phone: str | None
+    lead_email: str | None
+    first_name: str | None
+    full_name: str | None
+    company_name: str | None
+    provider_name: str | None
+    provider_config_json: str | None
+    is_unsubscribed: bool
+    in_negative_cooldown: bool
+    suppression_reason: str | None
+    stop_event: str | None
+    checked_at: datetime
+    last_whatsapp_reply_at: datetime | None = None  # the lead's last inbound WhatsApp message (SPEC §12)
 
-    def as_row(self) -> dict[str, Any]:
-        return {"id": str(self.id), "status": self.status, "error": self.error,
-                "provider_message_id": self.provider_message_id, "payload_patch": self.payload_patch,
-                "event_type": self.event_type, "event_payload": self.event_payload}
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> ClaimedTouch:
+        return cls(**dict(row.items()))
+
+
+def decode_json(text: str | None, what: str) -> Any:
+    """A jsonb value read as text: decoded here, per row, so a hostile value is that row's failure."""
+    if text is None:
+        return None
+    if len(text) > MAX_JSON_CHARS:
+        raise TouchFailure("invalid_payload", f"{what} is larger than {MAX_JSON_CHARS // 1024} KiB")
+    try:
+        return orjson.loads(text)
+    except ValueError as exc:  # orjson: too deep (1,024 levels), a number out of range, bad text
+        raise TouchFailure("invalid_payload", f"{what} cannot be read: {clean_text(str(exc))[:120]}") from None
 
 
 def sent(touch_id: UUID, prepared: PreparedTouch, provider_message_id: str | None) -> Outcome:
@@ -72,22 +102,52 @@ def failed(touch_id: UUID, failure: TouchFailure, scrub: Sequence[str], provider
     error = failure.error
     for secret in scrub:
         error = error.replace(secret, "***")
-    payload: dict[str, Any] = {"error_code": failure.error_code, "error": error,
+    error = clean_text(error)
+    payload: dict[str, Any] = {"error_code": clean_text(failure.error_code), "error": error,
                                "failure_class": failure.failure_class}
     if provider:
         payload["provider"] = provider
-    return Outcome(touch_id, "failed", "touch_failed", payload, error=f"{failure.error_code}: {error}")
+    return Outcome(touch_id, "failed", "touch_failed", payload, error=f"{payload['error_code']}: {error}")
 
 
 def canceled(touch_id: UUID, reason: str) -> Outcome:
     return Outcome(touch_id, "canceled", "touch_canceled", {"reason": reason}, error=f"canceled: {reason}")
 
 
-def cancel_reason(row: Mapping[str, Any], payload: TouchPayload | None, now: datetime) -> str | None:
-    if row["is_unsubscribed"] or row["in_negative_cooldown"]:
-        return f"suppressed:{row['suppression_reason']}"
-    if row["stop_event"]:
-        return f"stop_event:{row['stop_event']}"
+class StopState(Protocol):
+    is_unsubscribed: bool
+    in_negative_cooldown: bool
+    suppression_reason: str | None
+    stop_event: str | None
+
+
+@dataclass(frozen=True)
+class RecheckedStop:
+    is_unsubscribed: bool
+    in_negative_cooldown: bool
+    suppression_reason: str | None
+    stop_event: str | None
+
+
+class SendStopped(Exception):
+    """A retry found that the touch may no longer go; the send ends with a cancel, not a failure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def stop_reason(state: StopState) -> str | None:
+    if state.is_unsubscribed or state.in_negative_cooldown:
+        return f"suppressed:{state.suppression_reason}"
+    if state.stop_event:
+        return f"stop_event:{state.stop_event}"
+    return None
+
+
+def cancel_reason(touch: ClaimedTouch, payload: TouchPayload | None, now: datetime) -> str | None:
+    if (reason := stop_reason(touch)) is not None:
+        return reason
     routing = payload.routing if payload is not None else None
     if routing is not None and routing.expires_at is not None:
         expires = routing.expires_at if routing.expires_at.tzinfo else routing.expires_at.replace(tzinfo=UTC)
@@ -102,95 +162,126 @@ class DispatchStats:
     sent: int = 0
     failed: int = 0
     canceled: int = 0
-    lost_lease: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> None:
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+        if outcome.status == "failed":
+            code = str(outcome.event_payload.get("error_code"))
+            self.by_error[code] = self.by_error.get(code, 0) + 1
 
 
 class Dispatcher:
+    """Claims, decides and sends; slots are counted per touch (REVENUE_ASI_CONCURRENCY of them)."""
+
     def __init__(self, pool: asyncpg.Pool, settings: Settings, providers: Mapping[str, Provider | None],
-                 worker_id: str) -> None:
+                 worker_id: str, completer: Completer) -> None:
         self.pool = pool
         self.settings = settings
         self.providers = providers
         self.worker_id = worker_id
+        self.completer = completer
         self.stats = DispatchStats()
+        self.in_flight = 0
+        self.slot_freed = asyncio.Event()
+        self.sends: set[asyncio.Task[None]] = set()
+        # Milliseconds from the claim's snapshot (its stop / suppression check) to each first provider call: the
+        # window in which a stop event that commits can still meet a request (README, tests/test_stop_window.py).
+        self.stop_windows_ms: deque[float] = deque(maxlen=10_000)
+        self.checked_at: dict[str, float] = {}  # touch id → epoch seconds of its claim's check (the latest 10,000)
         self._secrets = settings.secrets()
 
-    async def claim(self, conn: asyncpg.Connection, limit: int) -> list[UUID]:
-        rows = await conn.fetch(Q.claim_due_touches, self.worker_id, self.settings.lease_s, limit)
-        self.stats.claimed += len(rows)
-        return [r["id"] for r in rows]
+    @property
+    def free_slots(self) -> int:
+        return self.settings.concurrency - self.in_flight
 
-    async def release(self, conn: asyncpg.Connection, touch_ids: Sequence[UUID]) -> None:
-        await conn.execute(Q.release_claimed_touches, list(touch_ids), self.worker_id)
-
-    async def process(self, touch_ids: Sequence[UUID], claimed_at: float,
-                      stopping: Callable[[], bool] = lambda: False) -> list[Outcome]:
-        """Send one claimed batch. Returns the outcomes committed (empty if the lease was lost, or if the daemon
-        began stopping before the batch reached a provider: then the touches go back to the queue)."""
-        deadline = claimed_at + self.settings.lease_s * 0.8
+    async def claim(self, limit: int) -> list[ClaimedTouch]:
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                if len(touch_ids) <= GENERIC_PLAN_MAX_BATCH:
-                    await conn.execute(Q.generic_plans_in_transaction)
-                locked = {r["id"] for r in await conn.fetch(Q.lock_claimed_touches, list(touch_ids), self.worker_id)}
-                self.stats.lost_lease += len(touch_ids) - len(locked)
-                if not locked:
-                    return []
-                if stopping():
-                    await self.release(conn, list(locked))
-                    return []
-                rows = await conn.fetch(Q.touch_send_contexts, list(locked))
-                outcomes = await self._decide_and_send(conn, rows, deadline)
-                if outcomes:
-                    await conn.fetch(Q.complete_touches, [o.as_row() for o in outcomes], self.worker_id)
-        for outcome in outcomes:
-            setattr(self.stats, outcome.status, getattr(self.stats, outcome.status) + 1)
-            if outcome.status == "failed":
-                code = outcome.event_payload["error_code"]
-                self.stats.by_error[code] = self.stats.by_error.get(code, 0) + 1
-        return outcomes
+            rows = await conn.fetch(Q.claim_touches_with_context, self.worker_id, self.settings.lease_s, limit)
+        self.stats.claimed += len(rows)
+        return [ClaimedTouch.from_record(r) for r in rows]
 
-    async def _decide_and_send(self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record],
-                               deadline: float) -> list[Outcome]:
+    async def claim_and_start(self, limit: int) -> int:
+        """Claim up to `limit` due touches and start each one's send; returns how many were claimed."""
+        touches = await self.claim(limit)
+        if touches:
+            await self.start(touches, time.monotonic())
+        return len(touches)
+
+    async def release(self, touch_ids: Sequence[UUID]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(Q.release_claimed_touches, list(touch_ids), self.worker_id)
+
+    async def start(self, touches: Sequence[ClaimedTouch], claimed_at: float) -> None:
+        """Decide each claimed touch; the ones that may go get a send task, the others an outcome at once."""
+        deadline = claimed_at + self.settings.lease_s * 0.8
+        self._take_slots(len(touches))
         now = datetime.now(UTC)
-        outcomes: list[Outcome] = []
-        parsed: list[tuple[asyncpg.Record, TouchPayload]] = []
-        for row in rows:
+        ready: list[tuple[ClaimedTouch, dict[str, Any], TouchPayload]] = []
+        for touch in touches:
             try:
-                payload = parse_payload(row["payload"])
+                raw = decode_json(touch.payload_json, "payload")
+                payload = parse_payload(raw)
             except TouchFailure as failure:
-                reason = cancel_reason(row, None, now)
-                outcomes.append(canceled(row["id"], reason) if reason else failed(row["id"], failure, self._secrets))
+                reason = cancel_reason(touch, None, now)
+                self._done(canceled(touch.id, reason) if reason else failed(touch.id, failure, self._secrets))
                 continue
-            reason = cancel_reason(row, payload, now)
+            reason = cancel_reason(touch, payload, now)
             if reason:
-                outcomes.append(canceled(row["id"], reason))
+                self._done(canceled(touch.id, reason))
             else:
-                parsed.append((row, payload))
-        templates = await self._templates_for(conn, parsed)
-        sends = []
-        for row, payload in parsed:
+                ready.append((touch, raw or {}, payload))
+        templates = await self._templates_for(ready) if ready else {}
+        for touch, raw, payload in ready:
             try:
-                context = TouchContext.model_validate(dict(row))
+                context = TouchContext(
+                    id=touch.id, account_id=touch.account_id, lead_id=touch.lead_id, campaign_id=touch.campaign_id,
+                    step=touch.step, channel=touch.channel, payload=raw,
+                    lead_phone=touch.lead_phone, lead_email=touch.lead_email, first_name=touch.first_name,
+                    full_name=touch.full_name, company_name=touch.company_name, provider_name=touch.provider_name,
+                    provider_config=_config(touch.provider_config_json),
+                    last_whatsapp_reply_at=touch.last_whatsapp_reply_at)
                 prepared = prepare_outbound(context, payload, templates, self.settings)
             except TouchFailure as failure:
-                outcomes.append(failed(row["id"], failure, self._secrets))
+                self._done(failed(touch.id, failure, self._secrets))
                 continue
-            sends.append(self._send_one(row["id"], prepared, deadline))
-        outcomes.extend(await asyncio.gather(*sends))
-        return outcomes
+            task = asyncio.create_task(self._send(touch, prepared, deadline))
+            self.sends.add(task)
+            task.add_done_callback(self.sends.discard)
 
-    async def _templates_for(self, conn: asyncpg.Connection,
-                             parsed: Sequence[tuple[asyncpg.Record, TouchPayload]]) -> dict[tuple[str, str], Template]:
-        keys = {key for row, payload in parsed if (key := template_key_for(payload, row["channel"])) is not None}
+    def _take_slots(self, n: int) -> None:
+        self.in_flight += n
+        metrics.IN_FLIGHT.inc(n)
+
+    def _done(self, outcome: Outcome) -> None:
+        """Hand one outcome to the completer and free its slot."""
+        self.completer.put(outcome)
+        self.stats.count(outcome)
+        self.in_flight -= 1
+        metrics.IN_FLIGHT.dec()
+        self.slot_freed.set()
+
+    async def _templates_for(self, ready: Sequence[tuple[ClaimedTouch, dict[str, Any], TouchPayload]],
+                             ) -> dict[tuple[str, str], Template]:
+        keys = {key for touch, _, payload in ready if (key := template_key_for(payload, touch.channel)) is not None}
         if not keys:
             return {}
         names, languages = zip(*keys)
-        rows = await conn.fetch(Q.templates_by_key, list(names), list(languages))
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.templates_by_key, list(names), list(languages))
         return {(r["template_name"], r["language"]): Template(**dict(r)) for r in rows}
 
-    async def _send_one(self, touch_id: UUID, prepared: PreparedTouch, deadline: float) -> Outcome:
+    async def _send(self, touch: ClaimedTouch, prepared: PreparedTouch, deadline: float) -> None:
+        try:
+            outcome = await self._send_one(touch, prepared, deadline)
+        except asyncio.CancelledError:  # shutdown past its grace: the lease settles this touch
+            self.in_flight -= 1
+            metrics.IN_FLIGHT.dec()
+            raise
+        self._done(outcome)
+
+    async def _send_one(self, touch: ClaimedTouch, prepared: PreparedTouch, deadline: float) -> Outcome:
+        touch_id = touch.id
         if prepared.dry_run:
             return sent(touch_id, prepared, None)
         provider = self.providers.get(prepared.message.channel)
@@ -199,16 +290,55 @@ class Dispatcher:
                                    f"no credentials for the {prepared.message.channel} provider "
                                    f"({prepared.provider}); set them in the environment")
             return failed(touch_id, failure, self._secrets, prepared.provider)
+        BEFORE_RETRY.set(lambda: self._recheck(touch_id))  # this task's own context
+        checked = touch.checked_at.timestamp()
+        if len(self.checked_at) >= 10_000:
+            self.checked_at.pop(next(iter(self.checked_at)))
+        self.checked_at[str(touch_id)] = checked
+        window_ms = (time.time() - checked) * 1000
+        self.stop_windows_ms.append(window_ms)
+        metrics.STOP_WINDOW.observe(window_ms / 1000)
         try:
             result = await provider.send(prepared.message, deadline=deadline)
+        except SendStopped as stopped:
+            return canceled(touch_id, stopped.reason)
         except ProviderError as error:
             return failed(touch_id, error, self._secrets, prepared.provider)
-        except Exception as exc:  # a driver bug must fail one touch, not the batch
+        except Exception as exc:  # a driver bug must fail one touch, not the loop
             log.exception("provider %s raised unexpectedly for touch %s", prepared.provider, touch_id)
             return failed(touch_id, TouchFailure("provider_error", f"{type(exc).__name__}", "transient"),
                           self._secrets, prepared.provider)
-        return sent(touch_id, prepared, result.provider_message_id)
+        return sent(touch_id, prepared, clean_text(result.provider_message_id) or None)
+
+    async def _recheck(self, touch_id: UUID) -> None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.touch_stop_reason, touch_id)
+        if row is not None and (reason := stop_reason(RecheckedStop(**dict(row.items())))) is not None:
+            raise SendStopped(reason)
+
+    async def drain(self, limit: int | None = None) -> None:
+        """Claim and send until nothing is due (or `limit` touches were claimed), then wait for every send and
+        every outcome to be written: `revenue-asi tick sweep`, where no daemon runs."""
+        remaining = limit
+        while remaining is None or remaining > 0:
+            while self.free_slots <= 0:
+                self.slot_freed.clear()
+                await self.slot_freed.wait()
+            want = min(self.free_slots, self.settings.claim_batch)
+            claimed = await self.claim_and_start(want if remaining is None else min(want, remaining))
+            if not claimed:
+                break
+            if remaining is not None:
+                remaining -= claimed
+        if self.sends:
+            await asyncio.wait(set(self.sends))
+        await self.completer.wait_idle()
 
 
-def monotonic() -> float:
-    return time.monotonic()
+def _config(text: str | None) -> dict[str, Any]:
+    value = decode_json(text, "account_provider_settings.config")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TouchFailure("invalid_provider_config", "account_provider_settings.config must be a JSON object")
+    return value

@@ -3,6 +3,7 @@ job_runs row with its counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -12,11 +13,13 @@ from typing import Any
 import asyncpg
 
 from listener.daemon import PeriodicJob
+from listener.completer import Completer
 from listener.database import create_pool
 from listener.dispatcher import Dispatcher
 from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
 from listener.providers.base import build_providers, close_providers
 from listener.queries import Q
+from listener.reconcile import reconcile_job
 from listener.settings import Settings
 from listener.sweeper import sweep_once
 
@@ -24,26 +27,24 @@ JobFn = Callable[[asyncpg.Pool, Settings, bool, int | None], Awaitable[dict[str,
 
 
 async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit: int | None) -> dict[str, Any]:
-    """One sweep, then dispatch what is due (a tick has no daemon to wake)."""
+    """The daemon's sweep (listener/sweeper.py), then what a daemon would do next: dispatch what is due, and sweep
+    once more for the reactions the sends caused."""
     if dry_run:
         async with pool.acquire() as conn:
             due = await conn.fetchval(Q.count_due_touches)
         return {"due_touches": due, "dry_run": True}
     stats = (await sweep_once(pool)).as_dict()
     providers = build_providers(settings)
-    dispatcher = Dispatcher(pool, settings, providers, f"tick-sweep-{int(time.time())}")
-    remaining = limit
+    worker_id = f"tick-sweep-{int(time.time())}"
+    completer = Completer(pool, worker_id)
+    completer_stop = asyncio.Event()
+    completer_task = asyncio.create_task(completer.run(completer_stop))
+    dispatcher = Dispatcher(pool, settings, providers, worker_id, completer)
     try:
-        while remaining is None or remaining > 0:
-            batch = settings.claim_batch if remaining is None else min(remaining, settings.claim_batch)
-            async with pool.acquire() as conn:
-                ids = await dispatcher.claim(conn, batch)
-            if not ids:
-                break
-            await dispatcher.process(ids, time.monotonic())
-            if remaining is not None:
-                remaining -= len(ids)
+        await dispatcher.drain(limit)
     finally:
+        completer_stop.set()
+        await completer_task
         await close_providers(providers)
     stats["dispatched"] = {"claimed": dispatcher.stats.claimed, "sent": dispatcher.stats.sent,
                            "failed": dispatcher.stats.failed, "canceled": dispatcher.stats.canceled}
@@ -51,8 +52,9 @@ async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit
     return stats
 
 
+RECONCILE = "reconcile"
 JOBS: dict[str, JobFn] = {"sweep": sweep_job, TOUCH_ORCHESTRATOR: touch_orchestrator_job,
-                          REACTIVATION: reactivation_job}
+                          REACTIVATION: reactivation_job, RECONCILE: reconcile_job}
 
 
 async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry_run: bool,
@@ -63,14 +65,18 @@ async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry
 
 
 async def run_job_on_pool(pool: asyncpg.Pool, settings: Settings, job: str, *, dry_run: bool = False,
-                          limit: int | None = None) -> dict[str, Any]:
+                          limit: int | None = None, record_idle: bool = True) -> dict[str, Any]:
+    """One run of `job`, recorded in job_runs (unless it reports itself idle and `record_idle` is off: the
+    daemon's frequent reconcile runs leave a row only when they looked something up)."""
     started_at = datetime.now(UTC)
     try:
         stats = await JOBS[job](pool, settings, dry_run, limit)
     except Exception as exc:
         await record_job_run(pool, job, started_at, dry_run, {}, f"{type(exc).__name__}: {exc}")
         raise
-    await record_job_run(pool, job, started_at, dry_run, stats, None)
+    if record_idle or not stats.get("idle"):
+        error = stats.get("error") if isinstance(stats.get("error"), str) else None
+        await record_job_run(pool, job, started_at, dry_run, stats, error)
     return stats
 
 
@@ -95,7 +101,8 @@ def periodic_jobs(settings: Settings) -> list[PeriodicJob]:
     advisory lock, so with many daemons one instance runs at a time; each writes a job_runs row."""
 
     def runner(name: str) -> Callable[[asyncpg.Pool], Awaitable[dict[str, Any]]]:
-        return lambda pool: run_job_on_pool(pool, settings, name)
+        return lambda pool: run_job_on_pool(pool, settings, name, record_idle=name != RECONCILE)
 
     return [PeriodicJob(TOUCH_ORCHESTRATOR, settings.orchestrator_interval_s, runner(TOUCH_ORCHESTRATOR)),
-            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION))]
+            PeriodicJob(REACTIVATION, settings.reactivation_interval_s, runner(REACTIVATION)),
+            PeriodicJob(RECONCILE, settings.reconcile_interval_s, runner(RECONCILE))]

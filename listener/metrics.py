@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 TOUCHES = Counter("revenue_asi_touches", "Touches that reached a terminal status", ["outcome"])
 FAILURES = Counter("revenue_asi_touch_failures", "Failed touches by error code", ["error_code"])
 DECISIONS = Counter("revenue_asi_fallback_decisions", "Fallback decisions taken", ["decision"])
 IN_FLIGHT = Gauge("revenue_asi_sends_in_flight", "Claimed touches not yet completed by this daemon")
+STOP_WINDOW = Histogram("revenue_asi_stop_window_seconds",
+                        "From a claim's stop/suppression check to the touch's first provider call",
+                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
 RECONNECTS = Counter("revenue_asi_listen_reconnects", "LISTEN connection re-established")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from listener.queries import Q
+from listener.reactions import describe_error
 from listener.settings import Settings
 
 TOUCH_ORCHESTRATOR = "touch-orchestrator"
@@ -71,16 +72,24 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
     candidates = await conn.fetch(Q.orchestrator_candidates, limit)
     created_ids: list[Any] = []
     skipped: list[dict[str, Any]] = []
+    errors: list[str] = []
+    failed_rows = 0
     existed = 0
     for c in candidates:
         if c["skip_reason"] is not None:
-            skipped.append({"lead_id": str(c["lead_id"]), "channel": c["primary_channel"]
-                            if c["primary_channel"] in ("voice", "whatsapp", "sms", "email") else None,
-                            "campaign_id": str(c["campaign_id"]), "step": c["step"],
-                            "campaign_lead_id": str(c["campaign_lead_id"]), "reason": c["skip_reason"],
-                            "suppression_reason": c["suppression_reason"]})
+            skipped.append(_skip(c, c["skip_reason"]))
+            if c["skip_reason"] in ROW_ERRORS:
+                errors.append(_row_error(c, ROW_ERRORS[c["skip_reason"]]))
             continue
-        touch_id = await conn.fetchval(Q.insert_step_touch, c["campaign_id"], c["lead_id"], c["step"], c["base_at"])
+        try:  # one bad campaign step skips its campaign lead, never the run (SPEC §11)
+            async with conn.transaction():
+                touch_id = await conn.fetchval(Q.insert_step_touch, c["campaign_id"], c["lead_id"], c["step"],
+                                               c["base_at"])
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # no orchestrator_skipped event: the row is tried (and reported in job_runs) again next run
+            errors.append(_row_error(c, describe_error(exc)))
+            failed_rows += 1
+            continue
         if touch_id is None:
             existed += 1  # created meanwhile by the cadence (idempotency key step:<campaign>:<lead>:<step>)
         else:
@@ -91,13 +100,36 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
     skipped_by_reason: dict[str, int] = {}
     for s in skipped:
         skipped_by_reason[s["reason"]] = skipped_by_reason.get(s["reason"], 0) + 1
-    return {
+    result = {
         **_created_summary(len(candidates), created, existed),
-        "skipped": len(skipped),
+        "skipped": len(skipped) + failed_rows,
         "skipped_by_reason": skipped_by_reason,
         "touches": [_touch_item(r) for r in created[:MAX_LISTED]],
         "skips": [{k: v for k, v in s.items() if k != "channel"} for s in skipped[:MAX_LISTED]],
     }
+    if errors:  # the run went on; job_runs.error names the rows it had to skip
+        result["errors"] = errors[:MAX_LISTED]
+        result["error"] = f"{len(errors)} row(s) skipped: " + "; ".join(errors[:5]) + ("; …" if len(errors) > 5 else "")
+    return result
+
+
+# skip reasons that are a fault in the data (reported in job_runs.error), not a state of the lead
+ROW_ERRORS = {"invalid_delay": "delay_minutes is outside 0..525600 (SPEC §11)"}
+
+
+def _skip(c: asyncpg.Record, reason: str) -> dict[str, Any]:
+    return {"lead_id": str(c["lead_id"]), "channel": c["primary_channel"]
+            if c["primary_channel"] in ("voice", "whatsapp", "sms", "email") else None,
+            "campaign_id": str(c["campaign_id"]), "step": c["step"],
+            "campaign_lead_id": str(c["campaign_lead_id"]), "reason": reason,
+            "suppression_reason": c["suppression_reason"]}
+
+
+def _row_error(c: asyncpg.Record, why: str) -> str:
+    delay = c["delay_minutes"]
+    shown = delay if delay is None or len(delay) <= 24 else delay[:12] + "…" + f"({len(delay)} digits)"
+    return (f"campaign_steps {c['campaign_step_id']} (campaign {c['campaign_id']} step {c['step']}, "
+            f"delay_minutes {shown}): {why}; campaign lead {c['campaign_lead_id']} skipped")
 
 
 async def touch_orchestrator_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool,

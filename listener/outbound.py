@@ -17,6 +17,7 @@ from listener.errors import TouchFailure
 from listener.messages import Template, render_message
 from listener.payload import CHANNELS, PHONE_CHANNELS, Channel, ProviderChoice, TouchPayload
 from listener.providers.base import PROVIDER_FOR_CHANNEL, OutboundMessage
+from listener.providers.elasticemail import email_header_problem
 from listener.settings import Settings
 
 
@@ -132,9 +133,14 @@ def prepare_outbound(
         subject=subject if channel == "email" else None,
         body=body,
         language=language,
+        voice=_config_str(config, "voice") if channel == "voice" else None,
         content_sid=template[0] if template else None,
         content_variables=template[1] if template else None,
     )
+    if channel == "email":  # refused before any request, dry runs included (SPEC §11)
+        problem = email_header_problem(message)
+        if problem is not None:
+            raise TouchFailure(problem.error_code, problem.error, "permanent")
     return PreparedTouch(
         message=message,
         real_recipient=real_recipient,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from listener import safejson
 from listener.errors import TouchFailure
 
 from listener.vocabulary import CHANNELS, DEFAULT_STOP_EVENTS, PHONE_CHANNELS, Channel  # noqa: F401 (re-exported)
@@ -112,11 +113,21 @@ def _describe(exc: ValidationError) -> str:
 
 
 def parse_payload(raw: Any) -> TouchPayload:
-    """Parse a touch payload; a wrong shape raises TouchFailure(invalid_payload) naming the field."""
+    """Parse a touch payload; a wrong shape raises TouchFailure(invalid_payload) naming the field.
+
+    JSON ``null``, an array, a scalar, or a value beyond the JSON bounds (listener.safejson: nested too deep, too
+    large, numbers too big) is ``invalid_payload`` too — the column is NOT NULL, so ``None`` here is JSON null."""
+    reason = safejson.reason_if_invalid(raw)
+    if reason is not None:
+        raise TouchFailure("invalid_payload", f"payload: {reason}")
     if raw is None:
-        raw = {}
+        raise TouchFailure("invalid_payload", "payload must be a JSON object, got null")
     if not isinstance(raw, dict):
-        raise TouchFailure("invalid_payload", f"payload must be a JSON object, got {type(raw).__name__}")
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(type(raw), type(raw).__name__)
+        raise TouchFailure("invalid_payload", f"payload must be a JSON object, got {kind}")
+    problem = safejson.bounds_problem(raw)
+    if problem is not None:
+        raise TouchFailure("invalid_payload", f"payload: {problem}")
     try:
         return TouchPayload.model_validate(raw)
     except ValidationError as exc:

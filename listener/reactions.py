@@ -16,6 +16,7 @@ import asyncpg
 from listener.decision import decision_from_row
 from listener.payload import DEFAULT_STOP_EVENTS
 from listener.queries import Q
+from listener.sanitize import clean_answer
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,17 @@ TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
 UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
+
+# A row that raises is retried alone; these end the drain instead (the connection is gone, nothing to isolate).
+CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
+                     asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError)
+# Errors of the moment, not of the row: the reaction is retried later (REACTION_RETRY_S × attempts), and set aside
+# only after MAX_REACTION_ATTEMPTS.
+TRANSIENT_DB_ERRORS = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError,
+                       asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError)
+MAX_REACTION_ATTEMPTS = 5
+REACTION_RETRY_S = 5.0
+COOLDOWN_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -180,16 +192,18 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
         else:
             stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
                                                 event["created_at"]))
-    touch_ids: list[UUID] = []
+    with_touch: list[tuple[asyncpg.Record, UUID]] = []
     for event in outcome_events:
-        try:
-            touch_ids.append(UUID(str((event["payload"] or {}).get("touch_run_id"))))
-        except ValueError:
+        touch_id = _touch_run_id(event)
+        if touch_id is None:
             log.warning("event %s has no valid payload.touch_run_id; no decision", event["id"])
-    if touch_ids:
+        else:
+            with_touch.append((event, touch_id))
+    if with_touch:
+        touch_ids = [t for _, t in with_touch]
         keys_by_touch = {r["touch_run_id"]: r for r in await conn.fetch(Q.touch_keys, touch_ids)}
         keys, triggers = [], []
-        for event, touch_id in zip(outcome_events, touch_ids):
+        for event, touch_id in with_touch:
             key = keys_by_touch.get(touch_id)
             if key is None or not key["is_latest"] or key["has_open"]:
                 stats.superseded += 1
@@ -200,16 +214,72 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
     return stats
 
 
+def _touch_run_id(event: asyncpg.Record | dict[str, Any]) -> UUID | None:
+    """payload.touch_run_id of a touch outcome event, or None. The take query hands it over as text (so a payload
+    nobody can decode never reaches Python); replay hands the payload, which may be anything (an array, null)."""
+    keys = set(event.keys())  # asyncpg's Record.keys() is an iterator: read it once
+    if "touch_run_id" in keys:
+        raw = event["touch_run_id"]
+    else:
+        payload = event["payload"] if "payload" in keys else None
+        raw = payload.get("touch_run_id") if isinstance(payload, dict) else None
+    try:
+        return UUID(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
+
+
 async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
-                 act: Callable[[asyncpg.Connection, list[asyncpg.Record]], Awaitable[ReactionStats]]) -> ReactionStats:
-    """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left."""
+                 act: Callable[[asyncpg.Connection, list[asyncpg.Record]], Awaitable[ReactionStats]],
+                 set_aside: Callable[[asyncpg.Connection, asyncpg.Record, BaseException], Awaitable[None]],
+                 ) -> ReactionStats:
+    """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left.
+
+    Isolation by construction: the batch runs in a savepoint; when it raises, each row runs again alone in its
+    own savepoint, and a row that still raises is handed to ``set_aside`` (which keeps it with its error), so the
+    others commit and one bad row never stalls the rest. Only losing the connection ends the drain."""
     total = ReactionStats()
     while True:
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(take_query, batch)
             if not rows:
                 return total
-            total.add(await act(conn, rows))
+            try:
+                async with conn.transaction():
+                    total.add(await act(conn, rows))
+                continue
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as exc:
+                if len(rows) == 1:
+                    await set_aside(conn, rows[0], exc)
+                    continue
+            for row in rows:
+                try:
+                    async with conn.transaction():
+                        total.add(await act(conn, [row]))
+                except CONNECTION_ERRORS:
+                    raise
+                except Exception as exc:
+                    await set_aside(conn, row, exc)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a row set aside (never a secret: database and Python errors name values, not
+    credentials), at most 500 characters."""
+    text = clean_answer(f"{type(exc).__name__}: {exc}")  # no NUL or lone surrogate: it is stored as text
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
+async def _set_aside_reaction(conn: asyncpg.Connection, event: asyncpg.Record, exc: BaseException) -> None:
+    attempts = (event["attempts"] if "attempts" in set(event.keys()) else 0) + 1
+    transient = isinstance(exc, TRANSIENT_DB_ERRORS) and attempts < MAX_REACTION_ATTEMPTS
+    log.warning("reaction to event %s (%s) %s: %s", event["id"], event["event_type"],
+                f"failed (attempt {attempts}), retried later" if transient else "cannot be processed; set aside",
+                describe_error(exc))
+    await conn.execute(Q.set_aside_reaction, event["id"], event["lead_id"], event["event_type"],
+                       event["created_at"], attempts, describe_error(exc), not transient,
+                       REACTION_RETRY_S * attempts)
 
 
 async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
@@ -218,7 +288,14 @@ async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats
     async def act(conn: asyncpg.Connection, events: list[asyncpg.Record]) -> ReactionStats:
         return await react_to_events(conn, sorted(events, key=lambda e: e["created_at"]))
 
-    return await _drain(pool, Q.take_reactions, batch, act)
+    return await _drain(pool, Q.take_reactions, batch, act, _set_aside_reaction)
+
+
+async def _set_aside_cooldown(conn: asyncpg.Connection, row: asyncpg.Record, exc: BaseException) -> None:
+    log.warning("re-deciding lead %s campaign %s step %s after its cooldown failed; retried in %.0fs: %s",
+                row["lead_id"], row["campaign_id"], row["step"], COOLDOWN_RETRY_S, describe_error(exc))
+    await conn.execute(Q.postpone_cooldown, row["lead_id"], row["campaign_id"], row["step"], row["latest_touch_id"],
+                       COOLDOWN_RETRY_S)
 
 
 async def drain_due_cooldowns(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
@@ -228,4 +305,4 @@ async def drain_due_cooldowns(pool: asyncpg.Pool, batch: int = 200) -> ReactionS
         keys = [DecisionKey(r["lead_id"], r["campaign_id"], r["step"], r["latest_touch_id"]) for r in rows]
         return await decide_and_act(conn, keys)
 
-    return await _drain(pool, Q.take_due_cooldowns, batch, act)
+    return await _drain(pool, Q.take_due_cooldowns, batch, act, _set_aside_cooldown)

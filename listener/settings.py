@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import phonenumbers
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("REVENUE_ASI_METRICS_PORT"))
     log_level: str = Field("INFO", validation_alias=AliasChoices("REVENUE_ASI_LOG_LEVEL"))
 
+    reconcile_interval_s: float = Field(30.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_RECONCILE_INTERVAL_S"))
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", validation_alias=AliasChoices("REVENUE_ASI_EVENT_LOOP"))
     # Part two (SPEC §11–§15)
     statement_timeout_ms: int = Field(30_000, ge=0, validation_alias=AliasChoices("REVENUE_ASI_STATEMENT_TIMEOUT_MS"))
     lock_timeout_ms: int = Field(5_000, ge=0, validation_alias=AliasChoices("REVENUE_ASI_LOCK_TIMEOUT_MS"))

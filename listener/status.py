@@ -11,6 +11,9 @@ from listener.database import DatabaseError
 from listener.queries import Q
 
 
+LATEST_SET_ASIDE = 5
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -34,6 +37,7 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
     for row in await conn.fetch(Q.status_last_job_runs):
         jobs[row["job"]] = {k: _jsonable(v) for k, v in dict(row).items() if k != "job"}
     cadences = await conn.fetchrow(Q.status_cadences)
+    aside = await conn.fetchrow(Q.status_reactions_set_aside, LATEST_SET_ASIDE)
     return {
         "database": {"reachable": True, "server_version": conn.get_server_version().major,
                      "schema_version": version["version"], "migrations": version["migrations"]},
@@ -44,6 +48,8 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "events_last_hour_total": sum(events.values()),
         "failures_last_hour": failures,
         "jobs": jobs,
+        "reactions_set_aside": {"count": aside["set_aside"], "retrying": aside["retrying"],
+                                "latest": aside["latest"] if isinstance(aside["latest"], list) else []},
         "cadences": {"campaign_leads": cadences["campaign_leads"], "cooldown_timers": cadences["cooldown_timers"],
                      "next_cooldown_at": _jsonable(cadences["next_cooldown_at"]),
                      "next_scheduled_at": _jsonable(cadences["next_scheduled_at"])},

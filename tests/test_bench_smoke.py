@@ -58,16 +58,24 @@ def test_bench_all_quick_has_every_field(tmp_path):
     sizes = result["scale"]["sizes"]
     assert len(sizes) == 2
     for s in sizes:
-        has(s, "touch_runs", "events", "decide", "decide_keys_64", "claim_64", "send_contexts_64",
+        has(s, "touch_runs", "events", "decide", "decide_keys_64", "claim_64", "claim_with_context_64",
             "expire_leases_idle", "expire_leases_100")
         has(s["decide"], "median_ms", "p90_ms", "per_touch_ms")
     has(result["scale"]["growth"], "from", "to", "median_ratio")
 
     peer = result["peer"]
-    has(peer, "ours", "pgqueuer", "ratio", "ratio_shipped_concurrency")
+    has(peer, "ours", "pgqueuer", "pgqueuer_64_tasks", "ratio", "ratio_vs_peer_64_tasks", "ratio_tuned", "latency")
     has(peer["pgqueuer"], "touches_per_s", "seconds", "sent", "sent_twice", "settings")
     assert peer["pgqueuer"]["sent"] == 200 and peer["pgqueuer"]["sent_twice"] == 0
-    assert peer["ratio"] > 0
+    assert peer["pgqueuer"]["settings"]["max_concurrent_tasks"] == 32  # the same as our shipped concurrency
+    assert peer["ours"]["concurrency"] == 32 if "concurrency" in peer["ours"] else peer["ours"]["settings"] == {}
+    assert peer["ratio"] > 0 and peer["ratio_vs_peer_64_tasks"] > 0
+    latency = peer["latency"]
+    assert latency["rate"] == 200.0
+    for side in ("ours", "pgqueuer"):
+        has(latency[side], "p50_ms", "p99_ms", "received")
+        assert latency[side]["received"] == 200
+    assert latency["p50_ratio_peer_over_ours"] > 0 and latency["p99_ratio_peer_over_ours"] > 0
 
     limit = result["limit"]
     has(limit, "one_per_transaction", "batched")
@@ -82,7 +90,8 @@ def test_chaos_quick_loses_nothing_and_sends_nothing_twice(tmp_path):
     exit_code = result.pop("_exit_code")
     chaos = result["chaos"]
     assert exit_code == (0 if chaos["ok"] else 1)
-    assert [s["scenario"] for s in chaos["scenarios"]] == ["sigkill", "pg_restart", "race", "faults", "burst"]
+    assert [s["scenario"] for s in chaos["scenarios"]] == ["sigkill", "pg_restart", "race", "faults", "burst",
+                                                         "fault_mix"]
     for s in chaos["scenarios"]:
         has(s, "offered", "sent", "failed", "failed_by_reason", "canceled", "lost", "sent_twice", "sent_not_received",
             "daemons_died", "daemon_errors")
@@ -93,5 +102,8 @@ def test_chaos_quick_loses_nothing_and_sends_nothing_twice(tmp_path):
         assert s["lost"] == 0, s
         assert s["daemons_died"] == 0, s  # a database restart once made daemons exit (InternalClientError)
     assert chaos["ok"] is True
+    mix = next(s for s in chaos["scenarios"] if s["scenario"] == "fault_mix")
+    assert mix["concurrency"] == 16 and mix["touches"] == 300 and mix["within_limit"] is True, mix
+    assert mix["answers"].get("slow:2", 0) > 0 and mix["answers"].get("rate_limit:1", 0) > 0
     kills = next(s for s in chaos["scenarios"] if s["scenario"] == "sigkill")
     assert kills["kills"] == 2

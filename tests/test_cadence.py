@@ -165,21 +165,6 @@ async def test_two_step_campaign_runs_to_completion(db, db_url):
     assert await db.fetchval("select current_step from campaign_leads where lead_id = $1", lead_id) == 2
 
 
-async def test_stop_event_waits_for_an_in_flight_send_so_nothing_is_sent_after_it(db, db_url):
-    account_id = await factories.account(db)
-    lead_id = await factories.lead(db, account_id)
-    async with SandboxProviders(delay_ms=1500) as fake, running_daemon(db_url, daemon_settings(fake)):
-        touch_id = await factories.touch(db, account_id, lead_id)
-        await fake.wait_for_requests(1)  # the provider holds the request for 1.5 s
-        assert await db.fetchval("select status from touch_runs where id = $1", touch_id) == "processing"
-        await factories.event(db, lead_id, "reply_positive")
-        # the stop event could only commit once the send transaction had committed its outcome
-        assert await db.fetchval("select status from touch_runs where id = $1", touch_id) == "sent"
-        later = await factories.touch(db, account_id, lead_id)
-        assert (await wait_terminal(db_url, later))["status"] == "canceled"
-        assert len(fake.requests) == 1
-
-
 async def test_a_stop_event_handled_late_spares_cadences_begun_after_it(db, db_url):
     account_id = await factories.account(db)
     lead_id = await factories.lead(db, account_id)

@@ -67,10 +67,11 @@ def env(migrated_template: "TestServer") -> Iterator[Env]:
 # --- strategies -------------------------------------------------------------------------------------------------
 
 # Numbers as JSON text, so PostgreSQL and the loader see exactly what a payload writer would have written.
-ATTEMPT_NUMBERS = st.sampled_from(["0", "1", "2", "2", "3", "3", "4", "4", "2.0", "3.00", "1e0", "1E+1"])
+ATTEMPT_NUMBERS = st.sampled_from(["0", "1", "2", "2", "3", "3", "4", "4", "2.0", "3.00", "1e0", "1E+1", "20", "2.0e1"])
 COOLDOWN_NUMBERS = st.one_of(
     st.sampled_from(["0", "0.05", "0.5", "1", "1.5", "0.0123", "10", "30", "0.000000075", "1e-9", "2.5e-8",
-                     "0.33333333333333333333333", "7.5", "60", "120", "240", "1440", "1E+1", "0.0"]),
+                     "0.33333333333333333333333", "7.5", "60", "120", "240", "1440", "1E+1", "0.0", "525600",
+                     "5.256e5", "525599.999999999"]),
     st.floats(min_value=0, max_value=90, allow_nan=False, allow_infinity=False).map(repr),
     st.decimals(min_value=0, max_value=90, places=8, allow_nan=False, allow_infinity=False).map(str),
     st.integers(1, 10**9).map(lambda k: f"{k}e-10"),  # fractions of a microsecond (k * 0.006 µs), halves included
@@ -84,6 +85,17 @@ BROKEN = [
     ("stop_on_events", '"reply_positive"'), ("stop_on_events", "[1]"), ("expires_at", '"tomorrow"'),
     ("expires_at", '"2026-01-10"'), ("expires_at", '"2026-01-10T08:00:00"'), ("expires_at", '"2026-02-30T00:00:00Z"'),
     ("expires_at", '"2026-01-10T24:00:00Z"'), ("expires_at", "1768032000"),
+    # SPEC §11 bounds: max_attempts an integer 0..20, cooldowns 0..525600 minutes; beyond them, invalid_plan
+    ("max_attempts", '{"sms": 21}'), ("max_attempts", '{"sms": 1e9}'), ("max_attempts", '{"sms": 1e5000}'),
+    ("max_attempts", '{"sms": 20.5}'), ("max_attempts", '{"sms": 2.1e1}'), ("max_attempts", '{"sms": -0.5}'),
+    ("max_attempts", '{"sms": ' + "9" * 5000 + "}"), ("max_attempts", '{"fax": 1e5000}'),
+    ("max_attempts", '{"sms": 1e-5000}'), ("max_attempts", '{"sms": null}'), ("max_attempts", '{"sms": [2]}'),
+    ("cooldown_minutes", '{"sms": 525600.000001}'), ("cooldown_minutes", '{"sms": 1e20}'),
+    ("cooldown_minutes", '{"sms": 1e5000}'), ("cooldown_minutes", '{"sms": ' + "9" * 5000 + "}"),
+    ("cooldown_minutes", '{"email": 1e-5000}'), ("cooldown_minutes", '{"sms": -1e-9}'),
+    # the JSON bounds every reader applies (listener/safejson.py): 64 levels are fine, 65 make the plan invalid
+    ("deep", "[" * 62 + "]" * 62), ("deep", "[" * 63 + "]" * 63), ("deep", '{"a":' * 2000 + "1" + "}" * 2000),
+    ("deep", "9" * 5000), ("deep", "1e5000"),
 ]
 
 
@@ -132,8 +144,8 @@ def payload_texts(draw: st.DrawFn, main: str) -> str:
         where, value = draw(st.sampled_from(BROKEN))
         if where == "routing":
             routing_text = value
-        elif where in ("current_channel", "stop_on_events", "expires_at"):
-            parts[where] = value
+        elif where in ("current_channel", "stop_on_events", "expires_at", "deep"):
+            parts[where] = value  # "deep" sits at routing.deep: the payload nests 2 + its own depth
         elif where == "fallback":
             parts["fallback"] = value
         else:
@@ -290,7 +302,10 @@ async def boundaries(env: Env, key: tuple[uuid.UUID, uuid.UUID | None, int],
         edges["event"].append(T0 + offset)
         if event_type == "reply_negative":
             edges["window"].append(T0 + offset + timedelta(days=30))
-    routing = json.loads(case["payload"]).get("routing")
+    try:
+        routing = json.loads(case["payload"]).get("routing")
+    except (ValueError, RecursionError):  # 5,000-digit numbers, 2,000 levels: no expiry edge to add
+        routing = None
     if isinstance(routing, dict) and isinstance(routing.get("expires_at"), str):
         try:
             expires = datetime.fromisoformat(routing["expires_at"])

@@ -121,7 +121,9 @@ INVALID_ROUTINGS: list[Any] = [
     {"fallback": {"order": ["voice"], "max_attempts": [2]}},
     {"fallback": {"order": ["voice"], "cooldown_minutes": {"voice": "5"}}},
     {"fallback": {"order": ["voice"], "cooldown_minutes": {"voice": -0.5}}},
-    {"fallback": {"order": ["voice"], "cooldown_minutes": {"voice": 100_000_000.5}}},
+    {"fallback": {"order": ["voice"], "cooldown_minutes": {"voice": 525_600.5}}},
+    {"fallback": {"order": ["voice"], "max_attempts": {"voice": 21}}},  # SPEC §11: an integer 0..20
+    {"fallback": {"order": ["voice"], "max_attempts": {"voice": 10**9}}},
     {"fallback": {"order": ["voice"], "cooldown_minutes": 5}},
     {"fallback": {"order": ["voice"]}, "current_channel": "fax"},
     {"fallback": {"order": ["voice"]}, "current_channel": 3},
@@ -201,7 +203,7 @@ async def test_channel_missing_from_cooldown_gets_zero(db, acct, lead):
     ("0.00000004", timedelta(microseconds=2)),  # 2.4 µs
     ("1e-400", timedelta(0)),  # far below a microsecond: no cooldown (and no float underflow in SQL)
     ("1234.56789", timedelta(minutes=1234, microseconds=34_073_400)),
-    ("100000000", timedelta(minutes=100_000_000)),
+    ("525600", timedelta(minutes=525_600)),  # the SPEC §11 bound: one year
 ])
 async def test_cooldown_boundary(db, acct, lead, minutes, delta):
     text = json.dumps(factories.payload("sms", plan=plan(["sms"], {"sms": 3}, {"sms": "@"})))

@@ -106,17 +106,16 @@ async def test_a_changed_trigger_file_is_really_executed(db, sql_copy):
 
 
 async def test_a_new_numbered_file_is_applied_once(db, sql_copy):
-    # numbered after every real migration (0002… are added by later work)
-    (sql_copy / "9999_probe.sql").write_text(
+    (sql_copy / "9001_probe.sql").write_text(
         "create table migration_probe (id int primary key);\ninsert into migration_probe values (1);\n"
     )
     report = await migrate(db, sql_copy)
-    assert report.applied == ["9999_probe.sql"]
-    assert report.version == "9999_probe.sql"
+    assert report.applied == ["9001_probe.sql"]
+    assert report.version == "9001_probe.sql"
     assert report.repeatable_applied is True  # views are rebuilt after any schema change
     again = await migrate(db, sql_copy)
     assert again.applied == [] and again.repeatable_applied is False
-    assert again.version == "9999_probe.sql"
+    assert again.version == "9001_probe.sql"
     assert await db.fetchval("select count(*) from migration_probe") == 1
 
 
@@ -130,18 +129,18 @@ async def test_a_changed_numbered_file_is_not_reapplied(db, sql_copy, caplog):
 
 
 async def test_numbered_files_run_in_order(db, sql_copy):
-    (sql_copy / "0003_second.sql").write_text("insert into migration_order values ('0003');\n")
-    (sql_copy / "0002_first.sql").write_text(
+    (sql_copy / "9003_second.sql").write_text("insert into migration_order values ('0003');\n")
+    (sql_copy / "9002_first.sql").write_text(
         "create table migration_order (name text, at timestamptz default clock_timestamp());\n"
         "insert into migration_order (name) values ('0002');\n"
     )
     report = await migrate(db, sql_copy)
-    assert report.applied == ["0002_first.sql", "0003_second.sql"]
+    assert report.applied == ["9002_first.sql", "9003_second.sql"]
     assert [r["name"] for r in await db.fetch("select name from migration_order order by at")] == ["0002", "0003"]
 
 
 async def test_a_failing_numbered_file_leaves_the_previous_state(db, db_url, sql_copy):
-    (sql_copy / "0002_broken.sql").write_text("create table half_done (id int);\nselect 1 / 0;\n")
+    (sql_copy / "9002_broken.sql").write_text("create table half_done (id int);\nselect 1 / 0;\n")
     before = await migrations(db)
     with pytest.raises((asyncpg.PostgresError, DatabaseError)):
         await migrate(db, sql_copy)

@@ -377,6 +377,6 @@ async def test_reactivation_dry_run_and_lock(db, db_url, pool):
 
 
 async def test_periodic_jobs_are_registered(db_url):
-    cfg = daemon_settings(None, orchestrator_interval_s=7, reactivation_interval_s=11)
+    cfg = daemon_settings(None, orchestrator_interval_s=7, reactivation_interval_s=11, reconcile_interval_s=13)
     jobs = {job.name: job.interval_s for job in periodic_jobs(cfg)}
-    assert jobs == {"touch-orchestrator": 7, "reactivation": 11}
+    assert jobs == {"touch-orchestrator": 7, "reactivation": 11, "reconcile": 13}

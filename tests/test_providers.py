@@ -23,7 +23,7 @@ from listener.providers.sandbox import ModeError, SandboxProviders, parse_mode
 from listener.providers.twilio import TwilioProvider, say_locale, twiml_say
 from listener.settings import Settings, load_settings
 
-SID = "ACtest0000000000000000000000000001"
+SID = "AC00000000000000000000000000000001"  # ^AC[0-9a-f]{32}$, as the sandbox (and Twilio) checks
 TOKEN = "tw-secret-token-5f2b9c"
 API_KEY = "ee-secret-key-81d7aa"
 SECRETS = (TOKEN, API_KEY)
@@ -132,7 +132,7 @@ async def test_voice_posts_calls_with_say_twiml(fake: SandboxProviders, twilio: 
     assert req.path == f"/2010-04-01/Accounts/{SID}/Calls.json"
     assert req.kind == "voice"
     assert req.body["To"] == LEAD and req.body["From"] == SENDER
-    assert req.body["Twiml"] == '<Response><Say language="es-ES">Hola Ana &amp; co &lt;b&gt;</Say></Response>'
+    assert req.body["Twiml"] == '<Response><Say language="es-ES" voice="Polly.Lucia">Hola Ana &amp; co &lt;b&gt;</Say></Response>'
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ async def test_voice_posts_calls_with_say_twiml(fake: SandboxProviders, twilio: 
 )
 def test_say_locale(language: str, locale: str) -> None:
     assert say_locale(language) == locale
-    assert f'<Say language="{locale}">' in twiml_say("x", language)
+    assert f'<Say language="{locale}" voice="Polly.' in twiml_say("x", language)
 
 
 async def test_email_posts_elasticemail_v4_transactional(fake: SandboxProviders, email: ElasticEmailProvider) -> None:

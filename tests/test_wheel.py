@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"  # a copy: building in the checkout would leave build/ behind in it
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", ".revenue-asi", "build", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".hypothesis"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    str(REPO), "-w", str(out)], check=True, cwd=out)
+                    str(source), "-w", str(out)], check=True, cwd=out)
     (built,) = out.glob("revenue_asi-*.whl")
     return built
 

@@ -10,7 +10,8 @@ Run by the bench as its own process (like our daemon):
     python -m bench.peers.pgqueuer_peer --url URL --base-url http://127.0.0.1:PORT --account-sid AC… --auth-token …
 
 pgqueuer settings: its schema from its own installer (``Queries(driver).install()``, done by the bench), one asyncpg
-connection for pgqueuer (its documented set-up), ``batch_size=16``, ``max_concurrent_tasks=64``, defaults otherwise.
+connection for pgqueuer (its documented set-up), ``batch_size=16``, ``max_concurrent_tasks`` as the bench says (32, our
+shipped concurrency; 64), uvloop, defaults otherwise.
 It prints ``peer ready`` once the entrypoint is registered and the queue manager starts.
 """
 
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-concurrent-tasks", type=int, default=0, help="0 = pgqueuer's default (no cap)")
     p.add_argument("--http-connections", type=int, default=128)
     p.add_argument("--timeout-s", type=float, default=15.0)
-    asyncio.run(serve(p.parse_args(argv)))
+    import uvloop  # as our daemon runs (REVENUE_ASI_EVENT_LOOP=uvloop) and pgqueuer's own CLI does
+
+    uvloop.run(serve(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ value: the claim's lease), so a touch is never still being sent when another dae
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from listener.errors import ProviderError
+from listener.sanitize import clean_answer, scrub_secrets
 from listener.payload import CHANNELS, Channel
 
 if TYPE_CHECKING:
@@ -39,6 +42,9 @@ MAX_ATTEMPTS = 6
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_CAP_S = 5.0
 MAX_ERROR_TEXT = 300
+# A retry is started only with at least this long left before the deadline: one clipped to less would most
+# likely time out, turning a clear refusal (a 429 or 5xx) into outcome_unknown.
+MIN_RETRY_WINDOW_S = 0.2
 
 
 class OutboundMessage(BaseModel):
@@ -57,6 +63,7 @@ class OutboundMessage(BaseModel):
     # ContentVariables (a JSON object as a string) instead of a free-form Body.
     content_sid: str | None = None
     content_variables: str | None = None
+    voice: str | None = None  # <Say> voice for voice touches (account_provider_settings.config.voice)
 
 
 class SendResult(BaseModel):
@@ -79,11 +86,11 @@ class Provider(Protocol):
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Remove secret values from ``text`` and cap its length (it ends up in events and logs)."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = " ".join(text.split())
+    """Remove secret values from ``text`` (the whole text, before anything is cut: a secret straddling the cut
+    would leave a fragment), strip NUL / lone surrogates / control characters, then cap its length (it ends up in
+    events and logs). ``secrets`` are the forms to remove (listener.sanitize.secret_forms gives them all)."""
+    forms = list(secrets)
+    text = scrub_secrets(clean_answer(scrub_secrets(text, forms)), forms)
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
 
 
@@ -105,6 +112,11 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
+# Set by the dispatcher for each send: awaited before every retry (never before the first attempt); it raises to
+# stop the send when the touch may no longer go (a stop event or suppression committed since the claim).
+BEFORE_RETRY: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_retry", default=None)
+
+
 def deadline_passed() -> ProviderError:
     return ProviderError(
         "deadline_exceeded", "the claim's lease ends before the provider could be called", "transient"
@@ -124,13 +136,14 @@ def _backoff(attempt_number: int) -> float:
 def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome is not None else None
     retry_after = exc.retry_after if isinstance(exc, ProviderError) and exc.retry_after else 0.0
-    return max(retry_after, _backoff(state.attempt_number))
+    return max(retry_after, _backoff(state.attempt_number + 1))
 
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
     code = exc.error_code if isinstance(exc, ProviderError) else type(exc).__name__
-    log.info("provider attempt %d failed (%s); retrying in %.2fs", state.attempt_number, code, state.upcoming_sleep)
+    log.info("provider attempt %d failed (%s); retrying in %.2fs", state.attempt_number + 1, code,
+             state.upcoming_sleep)
 
 
 async def send_with_retries(
@@ -146,14 +159,32 @@ async def send_with_retries(
     Each request's timeout is ``timeout_s`` clipped to what is left before ``deadline``.
     """
 
-    def stop(state: RetryCallState) -> bool:
-        return state.attempt_number >= max_attempts or time.monotonic() + state.upcoming_sleep >= deadline
+    def stop(state: RetryCallState) -> bool:  # attempt_number counts the tenacity attempts, after the first
+        return (state.attempt_number + 1 >= max_attempts
+                or time.monotonic() + state.upcoming_sleep + MIN_RETRY_WINDOW_S >= deadline)
+
+    attempts = 0
 
     async def one_attempt() -> SendResult:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1 and (before_retry := BEFORE_RETRY.get()) is not None:
+            await before_retry()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise deadline_passed()
         return await attempt(min(timeout_s, remaining))
+
+    try:  # the common case, a first attempt that succeeds, without the retry machinery's cost per send
+        return await one_attempt()
+    except ProviderError as error:
+        if not error.retryable or max_attempts <= 1:
+            raise
+        first_wait = max(error.retry_after or 0.0, _backoff(1))
+        if time.monotonic() + first_wait + MIN_RETRY_WINDOW_S >= deadline:
+            raise
+        log.info("provider attempt 1 failed (%s); retrying in %.2fs", error.error_code, first_wait)
+        await asyncio.sleep(first_wait)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(_is_retryable),

@@ -3,15 +3,56 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any, Literal
 
 import httpx
 
+from listener import safejson
 from listener.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
+from listener.sanitize import (
+    MAX_ANSWER_BYTES,
+    address_problem,
+    clean_id,
+    decode_answer,
+    header_problem,
+    secret_forms,
+    without_unencodable,
+)
 
 _ADDRESS_SPECIALS = set('()<>[]:;@\\,."')
+MAX_CONCURRENT_PER_KEY = 20  # ElasticEmail's documented limit: 20 concurrent connections per API key
+_key_semaphores: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+
+def key_semaphore(api_key: str) -> asyncio.Semaphore:
+    """One semaphore of MAX_CONCURRENT_PER_KEY per API key (and event loop), shared by every driver instance of the
+    process and independent of REVENUE_ASI_CONCURRENCY."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    key = (digest, id(asyncio.get_running_loop()))
+    semaphore = _key_semaphores.get(key)
+    if semaphore is None:
+        semaphore = _key_semaphores[key] = asyncio.Semaphore(MAX_CONCURRENT_PER_KEY)
+    return semaphore
+
+
+def email_header_problem(message: OutboundMessage) -> ProviderError | None:
+    """A permanent failure when a header would carry CR/LF or specials: ``invalid_email`` for the recipient,
+    ``invalid_email_header`` for From (address and name) and Subject. None when every header is clean."""
+    problem = address_problem(message.to)
+    if problem is not None:
+        return ProviderError("invalid_email", f"recipient {message.to!r} {problem}", "permanent")
+    checks = (("From address", message.sender, True), ("From name", message.sender_name, False),
+              ("Subject", message.subject, False))
+    for what, value, is_address in checks:
+        if value is None:
+            continue
+        problem = address_problem(value) if is_address else header_problem(value)
+        if problem is not None:
+            return ProviderError("invalid_email_header", f"{what} {value[:80]!r} {problem}", "permanent")
+    return None
 
 
 def from_header(address: str, name: str | None) -> str:
@@ -68,12 +109,15 @@ class ElasticEmailProvider:
             raise ProviderError("unsupported_channel", f"ElasticEmail does not send {message.channel}", "permanent")
         if not message.sender:
             raise ProviderError("no_sender", "no from_email for email (account config or forced_sender_id)", "permanent")
+        problem = email_header_problem(message)
+        if problem is not None:
+            raise problem
         return {
             "Recipients": {"To": [message.to]},
             "Content": {
                 "From": from_header(message.sender, message.sender_name),
                 "Subject": message.subject or "",
-                "Body": [{"ContentType": "PlainText", "Charset": "utf-8", "Content": message.body}],
+                "Body": [{"ContentType": "PlainText", "Charset": "utf-8", "Content": without_unencodable(message.body)}],
                 "Postback": str(message.touch_run_id),
             },
         }
@@ -98,14 +142,20 @@ class ElasticEmailProvider:
                 sending = True
 
         try:
-            async with asyncio.timeout(timeout):
-                response = await client.post(
+            async with asyncio.timeout(timeout), key_semaphore(self._api_key):
+                async with client.stream(
+                    "POST",
                     "/v4/emails/transactional",
                     content=body,
                     headers={"Content-Type": "application/json"},
                     timeout=httpx.Timeout(timeout),
                     extensions={"trace": trace},
-                )
+                ) as response:
+                    raw = b""
+                    async for chunk in response.aiter_bytes():
+                        raw += chunk[: MAX_ANSWER_BYTES - len(raw)]
+                        if len(raw) >= MAX_ANSWER_BYTES:
+                            break  # answers are read up to 64 KiB (SPEC §11)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise self._unreachable(exc) from None
         except (TimeoutError, httpx.TimeoutException) as exc:
@@ -122,7 +172,7 @@ class ElasticEmailProvider:
                 self._clean(f"connection to ElasticEmail failed mid-request ({type(exc).__name__}: {exc}); the email may have been accepted"),
                 "transient",
             ) from None
-        return self._result(response)
+        return self._result(response.status_code, raw, response.headers.get("Retry-After"))
 
     def _unreachable(self, exc: BaseException) -> ProviderError:
         detail = str(exc) or type(exc).__name__
@@ -131,26 +181,26 @@ class ElasticEmailProvider:
         )
 
     def _clean(self, text: str) -> str:
-        return scrub(text, (self._api_key,))
+        return scrub(text, secret_forms([self._api_key]))
 
-    def _result(self, response: httpx.Response) -> SendResult:
+    def _result(self, status: int, raw: bytes, retry_after_header: str | None) -> SendResult:
         try:
-            payload = response.json()
-        except ValueError:
+            payload = safejson.loads(raw) if raw else None
+        except ValueError:  # UnsafeJson too
             payload = None
         data: dict[str, Any] = payload if isinstance(payload, dict) else {}
-        status = response.status_code
         if 200 <= status < 300:
-            message_id = data.get("MessageID") or data.get("TransactionID")
-            if not isinstance(message_id, str) or not message_id:
+            message_id = clean_id(data.get("MessageID")) or clean_id(data.get("TransactionID"))
+            if message_id is None:
                 raise ProviderError(
                     "outcome_unknown", f"ElasticEmail answered {status} without a MessageID; the email may have been accepted", "transient"
                 )
             return SendResult(provider="elasticemail", provider_message_id=message_id)
 
         text = data.get("Error")
-        reason = self._clean(f"ElasticEmail {status}: {text if isinstance(text, str) and text else response.text[:200]}")
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        # the whole answer is scrubbed, then cut (scrub): a key straddling a cut would leave a fragment
+        reason = self._clean(f"ElasticEmail {status}: {text if isinstance(text, str) and text else decode_answer(raw)}")
+        retry_after = parse_retry_after(retry_after_header)
         if status == 429:
             raise ProviderError("rate_limited", reason, "transient", retryable=True, retry_after=retry_after, http_status=status)
         if status >= 500:

@@ -15,7 +15,7 @@ recipient, one-shot scripted answers, a service time, and seeded random fault in
 
 Tests use it in-process::
 
-    async with SandboxProviders(account_sid="ACtest", auth_token="tok", api_key="key") as fake:
+    async with SandboxProviders(account_sid="AC" + "0" * 32, auth_token="tok", api_key="key") as fake:
         settings = load_settings(**fake.settings_overrides())
 
 and it runs standalone: ``python -m listener.providers.sandbox --port 8765 --account-sid ACtest ...``.
@@ -35,8 +35,11 @@ import signal
 import time
 import uuid
 from collections import deque
+from xml.etree import ElementTree
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -51,8 +54,18 @@ EMAIL_PATH = "/v4/emails/transactional"
 _E164_TO = re.compile(r"^(whatsapp:)?\+[1-9][0-9]{6,14}$")
 _REDACTED_HEADERS = frozenset({"authorization", "x-elasticemail-apikey"})
 
+# What the real APIs check (/work/shared/provider-api): Twilio's AccountSid pattern (the OpenAPI's, lower-case
+# hex as the issue states), Body and Twiml lengths, TwiML that parses as XML; ElasticEmail's 20 concurrent
+# connections per API key; and no CR/LF in any e-mail header.
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
+ACCOUNT_SID_PATTERN = re.compile(r"^AC[0-9a-f]{32}$")
+TWILIO_MAX_BODY = 1_600
+TWILIO_MAX_TWIML = 4_000
+EMAIL_MAX_CONCURRENT = 20
+_HEADER_BREAK = re.compile("[\r\n\x00]")
+
 RequestKind = Literal["sms", "whatsapp", "voice", "email"]
-ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang"]
+ModeKind = Literal["ok", "error", "rate_limit", "server_error", "hang", "slow", "hold"]
 
 _TWILIO_MESSAGES = {
     20003: "Authenticate",
@@ -84,11 +97,14 @@ class Mode:
             return f"rate_limit:{self.retry_after:g}"
         if self.kind == "server_error":
             return f"server_error:{self.status}"
+        if self.kind == "slow":
+            return f"slow:{self.retry_after:g}"
         return self.kind
 
 
 def parse_mode(text: str | Mode) -> Mode:
-    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang``."""
+    """``ok`` · ``error:400:21211`` · ``error:503`` · ``rate_limit:2`` · ``server_error`` · ``hang`` ·
+    ``slow:2`` (answers ok after 2 s) · ``hold`` (answers ok once :meth:`SandboxProviders.release` is called)."""
     if isinstance(text, Mode):
         return text
     name, _, rest = str(text).strip().partition(":")
@@ -96,8 +112,13 @@ def parse_mode(text: str | Mode) -> Mode:
     try:
         if name == "ok" and not args:
             return Mode("ok")
-        if name == "hang" and not args:
-            return Mode("hang")
+        if name in ("hang", "hold") and not args:
+            return Mode(name)  # type: ignore[arg-type]
+        if name == "slow" and len(args) == 1:
+            seconds = float(args[0])
+            if seconds < 0:
+                raise ModeError("slow seconds must be >= 0")
+            return Mode("slow", retry_after=seconds)
         if name == "error" and 1 <= len(args) <= 2:
             status = int(args[0])
             if not 400 <= status <= 599:
@@ -115,7 +136,8 @@ def parse_mode(text: str | Mode) -> Mode:
             raise
         raise ModeError(f"bad sandbox mode {text!r}: {exc}") from None
     raise ModeError(
-        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang)"
+        f"bad sandbox mode {text!r} (ok | error:<status>[:<code>] | rate_limit[:<s>] | server_error[:<status>] | hang"
+        " | slow:<s> | hold)"
     )
 
 
@@ -181,7 +203,7 @@ class SandboxProviders:
     def __init__(
         self,
         *,
-        account_sid: str = "ACsandbox00000000000000000000000000",
+        account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = "sandbox-auth-token",
         api_key: str = "sandbox-api-key",
         host: str = "127.0.0.1",
@@ -191,6 +213,7 @@ class SandboxProviders:
         fault_rate: float = 0.0,
         seed: int | None = 0,
         fault_retry_after_s: float = 1.0,
+        fault_hang_s: float | None = None,
     ) -> None:
         self.account_sid = account_sid
         self._auth_token = auth_token
@@ -201,13 +224,20 @@ class SandboxProviders:
         self.requests: list[RecordedRequest] = []
         self._mode = parse_mode(mode)
         self._rules: dict[str, Mode] = {}
+        self._raw_rules: dict[str, tuple[int, bytes, str]] = {}
         self._script: deque[Mode] = deque()
         self.delay_ms = 0.0
         self.fault_rate = 0.0
         self.fault_retry_after_s = fault_retry_after_s
+        self.fault_hang_s = fault_hang_s  # None: a fault "hang" never answers; else it answers ok after this long
+        self._released = asyncio.Event()
+        self.created: dict[str, dict[str, Any]] = {}  # what the fake "accepted", by sid / TransactionID / MessageID
         self._rng = random.Random(seed)
         self.set_mode(delay_ms=delay_ms, fault_rate=fault_rate)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._email_in_flight = 0
+        self.email_peak_concurrency = 0  # the most ElasticEmail requests in flight at once
+        self.email_refused_concurrency = 0  # answered 429 for going over EMAIL_MAX_CONCURRENT
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -226,6 +256,9 @@ class SandboxProviders:
         app.router.add_post(TWILIO_PREFIX + "/Messages.json", self._messages)
         app.router.add_post(TWILIO_PREFIX + "/Calls.json", self._calls)
         app.router.add_post(EMAIL_PATH, self._email)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}.json", self._twilio_list)
+        app.router.add_get(TWILIO_PREFIX + "/{resource:Messages|Calls}/{resource_sid}.json", self._twilio_fetch)
+        app.router.add_get("/v4/events/{transaction}", self._email_events)
         app.router.add_get("/_sandbox/health", self._ctl_health)
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_post("/_sandbox/mode", self._ctl_mode)
@@ -296,8 +329,11 @@ class SandboxProviders:
         fault_rate: float | None = None,
         seed: int | None = None,
         fault_retry_after_s: float | None = None,
+        fault_hang_s: float | None = None,
+        fault_hang_forever: bool = False,
     ) -> None:
-        """Change the default answer and/or the service time and fault injection."""
+        """Change the default answer and/or the service time and fault injection (a fault "hang" answers ok after
+        ``fault_hang_s``, or never with ``fault_hang_forever``)."""
         if mode is not None:
             self._mode = parse_mode(mode)
         if delay_ms is not None:
@@ -314,6 +350,12 @@ class SandboxProviders:
             if fault_retry_after_s < 0:
                 raise ModeError("fault_retry_after_s must be >= 0")
             self.fault_retry_after_s = float(fault_retry_after_s)
+        if fault_hang_forever:
+            self.fault_hang_s = None
+        elif fault_hang_s is not None:
+            if fault_hang_s < 0:
+                raise ModeError("fault_hang_s must be >= 0")
+            self.fault_hang_s = float(fault_hang_s)
 
     @property
     def mode(self) -> str:
@@ -327,14 +369,40 @@ class SandboxProviders:
         else:
             self._rules[key] = parse_mode(mode)
 
+    def raw_rule(self, *, to: str, status: int | None, body: bytes | str = b"",
+                 content_type: str = "application/json") -> None:
+        """Answer requests for recipient ``to`` with exactly these bytes (hostile answers: NUL bytes, lone
+        surrogates, megabytes, deep JSON); ``status=None`` removes the rule. Checked after auth and validation."""
+        key = _recipient_key(to)
+        if status is None:
+            self._raw_rules.pop(key, None)
+        else:
+            self._raw_rules[key] = (status, body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body,
+                                    content_type)
+
+    def _raw_answer(self, rec: RecordedRequest, to: str | None) -> web.Response | None:
+        rule = self._raw_rules.get(_recipient_key(to)) if self._raw_rules else None
+        if rule is None:
+            return None
+        status, body, content_type = rule
+        rec.answer = f"raw:{status}"
+        return self._finish(rec, web.Response(status=status, body=body, content_type=content_type,
+                                              headers=SANDBOX_HEADER))
+
     def script(self, *modes: str) -> None:
         """The next ``len(modes)`` answers, in order, whoever they are for (before rules and the default)."""
         self._script.extend(parse_mode(m) for m in modes)
 
+    def release(self) -> None:
+        """Answer every request held by the ``hold`` mode (and any that arrive in that mode later)."""
+        self._released.set()
+
     def reset(self) -> None:
         """Forget requests, rules, scripted answers and fault injection; answer ``ok`` again."""
         self.requests.clear()
+        self.created.clear()
         self._rules.clear()
+        self._raw_rules.clear()
         self._script.clear()
         self._mode = Mode("ok")
         self.delay_ms = 0.0
@@ -367,7 +435,7 @@ class SandboxProviders:
                 return Mode("server_error", 500, 20500)
             if pick == 1:
                 return Mode("rate_limit", 429, 20429, self.fault_retry_after_s)
-            return Mode("hang")
+            return Mode("hang") if self.fault_hang_s is None else Mode("slow", retry_after=self.fault_hang_s)
         return mode
 
     # --- request handling ----------------------------------------------------------------------------
@@ -422,7 +490,12 @@ class SandboxProviders:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=503, headers=SANDBOX_HEADER)
-        response = ok() if mode.kind == "ok" else error(mode)
+        accepted = mode.kind in ("ok", "slow", "hold")
+        response = ok() if accepted else error(mode)  # a slow or held answer: accepted first, answered later
+        if mode.kind == "slow":
+            await asyncio.sleep(mode.retry_after or 0)
+        elif mode.kind == "hold":
+            await self._released.wait()
         rec.status = response.status
         return response
 
@@ -450,11 +523,14 @@ class SandboxProviders:
         rec = self._record(request, form, kind, to, authorized)
         if not authorized:
             return self._finish(rec, _twilio_error(401, 20003))
-        if request.match_info["sid"] != self.account_sid:
+        if request.match_info["sid"] != self.account_sid or not ACCOUNT_SID_PATTERN.match(request.match_info["sid"]):
             return self._finish(rec, _twilio_error(404, 20404))
         problem = self._twilio_problem(resource, form)
         if problem is not None:
             return self._finish(rec, _twilio_error(400, problem[0], to, problem[1]))
+        raw = self._raw_answer(rec, to)
+        if raw is not None:
+            return raw
 
         created: dict[str, Any] = {}
 
@@ -495,6 +571,16 @@ class SandboxProviders:
                 return 21205, "Url parameter is required."
         if not _E164_TO.match(to):
             return 21211, f"The 'To' number {to} is not a valid phone number."
+        body, twiml = form.get("Body"), form.get("Twiml")
+        if body is not None and len(body) > TWILIO_MAX_BODY:
+            return 21617, "The concatenated message body exceeds the 1600 character limit."
+        if twiml is not None:
+            if len(twiml) > TWILIO_MAX_TWIML:
+                return 21236, "Twiml exceeds the maximum of 4000 characters."  # SANDBOX wording; the OpenAPI: "Max 4000"
+            try:
+                ElementTree.fromstring(twiml)
+            except ElementTree.ParseError as exc:
+                return 12100, f"Document parse failure: {exc}"
         return None
 
     def _twilio_resource(self, resource: str, form: Mapping[str, str]) -> dict[str, Any]:
@@ -528,6 +614,7 @@ class SandboxProviders:
             )
         else:
             base.update(start_time=None, end_time=None, duration=None, answered_by=None)
+        self.created[sid] = {**base, "resource": resource}
         return base
 
     async def _email(self, request: web.Request) -> web.StreamResponse:
@@ -550,9 +637,30 @@ class SandboxProviders:
         problem = self._email_problem(document, to_list, content)
         if problem is not None:
             return self._finish(rec, _json(400, {"Error": problem}))
+        if self._email_in_flight >= EMAIL_MAX_CONCURRENT:
+            self.email_refused_concurrency += 1
+            return self._finish(rec, _json(429, {"Error": "Too many concurrent connections (at most 20 per API key)"},
+                                           {"Retry-After": "1"}))
+        self._email_in_flight += 1
+        self.email_peak_concurrency = max(self.email_peak_concurrency, self._email_in_flight)
+        try:
+            raw = self._raw_answer(rec, to)
+            if raw is not None:
+                if self.delay_ms > 0:
+                    await asyncio.sleep(self.delay_ms / 1000)
+                return raw
+            return await self._email_answer(request, rec, to)
+        finally:
+            self._email_in_flight -= 1
+
+    async def _email_answer(self, request: web.Request, rec: RecordedRequest, to: str | None) -> web.StreamResponse:
 
         def ok() -> web.Response:
-            return _json(200, {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True})
+            sent = {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True}
+            event = {"TransactionID": sent["TransactionID"], "MsgID": sent["MessageID"], "EventType": "Submission",
+                     "EventDate": datetime.now(timezone.utc).isoformat(), "To": rec.to}
+            self.created[sent["TransactionID"]] = self.created[sent["MessageID"]] = event
+            return _json(200, sent)
 
         def error(mode: Mode) -> web.Response:
             headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
@@ -575,6 +683,14 @@ class SandboxProviders:
         parts = content.get("Body")
         if not content.get("TemplateName") and (not isinstance(parts, list) or not parts):
             return "Content.Body or Content.TemplateName is required"
+        headers = [("Recipients.To", t) for t in to_list] + [
+            (f"Content.{k}", content.get(k)) for k in ("From", "Subject", "ReplyTo", "EnvelopeFrom")]
+        for where, value in headers:
+            if isinstance(value, str) and _HEADER_BREAK.search(value):
+                return f"{where} must not contain CR, LF or NUL (header injection)"
+        for t in to_list:
+            if any(ch in t for ch in '<>,;"') or any(ch.isspace() for ch in t):
+                return f"Recipients.To {t!r} is not a bare e-mail address"
         return None
 
     # --- control API -----------------------------------------------------------------------------------
@@ -593,7 +709,7 @@ class SandboxProviders:
 
     def configure(self, config: Mapping[str, Any]) -> None:
         """Apply a control document: mode, rules ({to: mode} or [{to, mode}]), script, delay_ms,
-        fault_rate, seed, fault_retry_after_s, clear_rules."""
+        fault_rate, seed, fault_retry_after_s, fault_hang_s, fault_hang_forever, clear_rules."""
         if config.get("clear_rules"):
             self._rules.clear()
         self.set_mode(
@@ -602,6 +718,8 @@ class SandboxProviders:
             fault_rate=config.get("fault_rate"),
             seed=config.get("seed"),
             fault_retry_after_s=config.get("fault_retry_after_s"),
+            fault_hang_s=config.get("fault_hang_s"),
+            fault_hang_forever=bool(config.get("fault_hang_forever")),
         )
         rules = config.get("rules") or {}
         items: Iterable[tuple[str, Any]] = (
@@ -610,6 +728,56 @@ class SandboxProviders:
         for to, mode in items:
             self.rule(to=to, mode=mode)
         self.script(*(config.get("script") or []))
+
+    # --- look-ups (outcome_unknown reconciliation reads what the fake accepted) ------------------------------
+
+    def _lookup_allowed(self, request: web.Request) -> web.Response | None:
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), self._twilio_auth):
+            return _twilio_error(401, 20003)
+        if request.match_info["sid"] != self.account_sid:
+            return _twilio_error(404, 20404)
+        return None
+
+    async def _twilio_fetch(self, request: web.Request) -> web.Response:
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        found = self.created.get(request.match_info["resource_sid"])
+        if found is None or found.get("resource") != request.match_info["resource"]:
+            return _twilio_error(404, 20404)
+        return _json(200, {k: v for k, v in found.items() if k != "resource"})
+
+    async def _twilio_list(self, request: web.Request) -> web.Response:
+        """`Messages.json` / `Calls.json` with To, From and DateSent> / StartTime> (a date; `>=` accepted too)."""
+        refused = self._lookup_allowed(request)
+        if refused is not None:
+            return refused
+        resource = request.match_info["resource"]
+        query = request.query
+        since_key = "StartTime" if resource == "Calls" else "DateSent"
+        since = next((query[k] for k in (since_key + ">", since_key + ">=") if k in query), None)
+        items = []
+        for item in self.created.values():
+            if item.get("resource") != resource:
+                continue
+            if "To" in query and item.get("to") != query["To"]:
+                continue
+            if "From" in query and item.get("from") != query["From"]:
+                continue
+            created = parsedate_to_datetime(str(item["date_created"]))
+            if since is not None and created.date().isoformat() < since[:10]:
+                continue
+            items.append({k: v for k, v in item.items() if k != "resource"})
+        return _json(200, {resource.lower(): items, "page": 0, "page_size": len(items), "next_page_uri": None,
+                           "uri": request.path_qs})
+
+    async def _email_events(self, request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("X-ElasticEmail-ApiKey", ""), self._api_key):
+            return _json(401, {"Error": "Access denied"})
+        found = self.created.get(request.match_info["transaction"])
+        if found is None:
+            return _json(404, {"Error": "Not found"})
+        return web.json_response([found])
 
     async def _ctl_health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok", **self.describe()})
@@ -855,7 +1023,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--account-sid", default="ACsandbox00000000000000000000000000")
+    parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default="sandbox-auth-token")
     parser.add_argument("--api-key", default="sandbox-api-key")
     parser.add_argument("--mode", default="ok")

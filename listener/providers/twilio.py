@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import aiohttp
 from twilio.twiml.voice_response import VoiceResponse
 
+from listener import safejson
 from listener.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
+from listener.providers.voices import DEFAULT_LOCALE, say_locale, say_voice  # noqa: F401 (say_locale re-exported)
+from listener.sanitize import (
+    MAX_ANSWER_BYTES,
+    clean_id,
+    clean_twiml_text,
+    decode_answer,
+    secret_forms,
+    without_unencodable,
+)
 
 WHATSAPP_PREFIX = "whatsapp:"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -29,29 +38,28 @@ CALL_STATUS_PATH = "/webhooks/twilio/voice-status"
 CALL_STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 
 # <Say> wants a locale; a bare language gets its most common one. Values with a region pass through.
-SAY_LOCALES = {
-    "es": "es-ES",
-    "en": "en-US",
-    "pt": "pt-BR",
-    "fr": "fr-FR",
-    "de": "de-DE",
-    "it": "it-IT",
-}
+SAY_LOCALES = DEFAULT_LOCALE
+# Twilio's published limits (twilio_api_v2010: CreateMessage Body, CreateCall Twiml "Max 4000 characters").
+MAX_BODY_CHARS = 1_600
+MAX_TWIML_CHARS = 4_000
 
 
-def say_locale(language: str) -> str:
-    value = (language or "es").strip().replace("_", "-")
-    lang, _, region = value.partition("-")
-    if region:
-        return f"{lang.lower()}-{region.upper()}"
-    return SAY_LOCALES.get(lang.lower(), lang.lower())
-
-
-def twiml_say(text: str, language: str) -> str:
-    """``<Response><Say language="es-ES">text</Say></Response>`` (escaped by the twilio package)."""
+def twiml_say(text: str, language: str, voice: str | None = None) -> str:
+    """``<Response><Say voice="Polly.Lucia" language="es-ES">text</Say></Response>``: escaped by the twilio
+    package, with every character XML forbids removed first (U+000B from a pasted Word line break made TwiML that
+    is not XML), and a voice that speaks the language (listener.providers.voices)."""
+    voice_name, locale = say_voice(language, voice)
     response = VoiceResponse()
-    response.say(text, language=say_locale(language))
+    if voice_name is None:
+        response.say(clean_twiml_text(text), language=locale)
+    else:
+        response.say(clean_twiml_text(text), voice=voice_name, language=locale)
     return str(response.to_xml(xml_declaration=False))
+
+
+def too_long(what: str, length: int, limit: int) -> ProviderError:
+    return ProviderError("message_too_long", f"{what} is {length} characters; Twilio accepts at most {limit}",
+                         "permanent")
 
 
 def _without_whatsapp(value: str) -> str:
@@ -113,10 +121,13 @@ class TwilioProvider:
         if message.channel == "voice":
             if not message.sender:
                 raise ProviderError("no_sender", "no 'from' number for voice (account config or forced_sender_id)", "permanent")
+            twiml = twiml_say(message.body, message.language, message.voice)
+            if len(twiml) > MAX_TWIML_CHARS:
+                raise too_long("the call's TwiML", len(twiml), MAX_TWIML_CHARS)
             call: dict[str, str | list[str]] = {
                 "To": _without_whatsapp(message.to),
                 "From": _without_whatsapp(message.sender),
-                "Twiml": twiml_say(message.body, message.language),
+                "Twiml": twiml,
             }
             if self._callback_base:
                 call["StatusCallback"] = self._callback_base + CALL_STATUS_PATH
@@ -131,7 +142,10 @@ class TwilioProvider:
             if message.content_variables:
                 form["ContentVariables"] = message.content_variables
         else:
-            form["Body"] = message.body
+            body = without_unencodable(message.body)
+            if len(body) > MAX_BODY_CHARS:
+                raise too_long("the message body", len(body), MAX_BODY_CHARS)
+            form["Body"] = body
         if self._callback_base:
             form["StatusCallback"] = self._callback_base + MESSAGE_STATUS_PATH
         if message.sender:
@@ -162,7 +176,7 @@ class TwilioProvider:
         payload = aiohttp.BytesPayload(body, content_type=FORM_CONTENT_TYPE)
         try:
             async with session.post(url, data=payload, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                raw = await response.read()
+                raw = await _read_capped(response.content, MAX_ANSWER_BYTES)
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
@@ -185,13 +199,14 @@ class TwilioProvider:
         return self._result(status, raw, retry_after)
 
     def _clean(self, text: str) -> str:
-        return scrub(text, (self._auth_token,))
+        # the token whole, URL-encoded, and as base64(sid:token) — an echoed Authorization header shows that form
+        return scrub(text, secret_forms([self._auth_token], basic_auth_user=self._account_sid))
 
     def _result(self, status: int, raw: bytes, retry_after: str | None) -> SendResult:
         body = _json_object(raw)
         if 200 <= status < 300:
-            sid = body.get("sid")
-            if not isinstance(sid, str) or not sid:
+            sid = clean_id(body.get("sid"))
+            if sid is None:
                 raise ProviderError(
                     "outcome_unknown", f"Twilio answered {status} without a sid; the request may have been accepted", "transient"
                 )
@@ -199,7 +214,8 @@ class TwilioProvider:
 
         code = body.get("code")
         text = body.get("message")
-        reason = self._clean(f"Twilio {status}: {text if isinstance(text, str) and text else raw[:200].decode('utf-8', 'replace')}")
+        # the whole answer is scrubbed, then cut (scrub): a secret straddling a cut would leave a fragment
+        reason = self._clean(f"Twilio {status}: {text if isinstance(text, str) and text else decode_answer(raw)}")
         if status == 429 or code == TWILIO_RATE_LIMIT_CODE:
             error_code = str(TWILIO_RATE_LIMIT_CODE) if code == TWILIO_RATE_LIMIT_CODE else "rate_limited"
             raise ProviderError(
@@ -215,7 +231,20 @@ class TwilioProvider:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
+        value = safejson.loads(raw) if raw else {}
+    except ValueError:  # UnsafeJson too: nested thousands deep, huge numbers, not UTF-8
         return {}
     return value if isinstance(value, dict) else {}
+
+
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """At most ``cap`` bytes of a response body (SPEC §11: answers are read up to 64 KiB)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < cap:
+        chunk = await stream.read(cap - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

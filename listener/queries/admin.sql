@@ -39,7 +39,7 @@ select
   count(*) filter (where status = 'processing')::bigint                                         as processing,
   extract(epoch from (now() - min(scheduled_at) filter (where status in ('queued', 'scheduled')
                                                         and scheduled_at <= now())))::float8    as oldest_due_age_s,
-  (select count(*) from event_reactions)::bigint                                                as pending_reactions
+  (select count(*) from event_reactions where failed_at is null)::bigint                         as pending_reactions
 from touch_runs
 where status in ('queued', 'scheduled', 'processing')
 
@@ -52,3 +52,18 @@ group by 1 order by n desc, 1
 -- name: status_last_job_runs
 select distinct on (job) job, started_at, finished_at, dry_run, stats, error
 from job_runs order by job, started_at desc
+
+-- name: end_open_transaction
+-- A pooled connection released inside a transaction (listener.database.light_reset).
+rollback
+
+-- name: status_reactions_set_aside
+-- Reactions that could not be processed (0003_poison.sql): how many, and the latest few with their errors.
+select (select count(*) from event_reactions where failed_at is not null)::bigint as set_aside,
+       (select count(*) from event_reactions where failed_at is null and attempts > 0)::bigint as retrying,
+       coalesce((select jsonb_agg(jsonb_build_object('event_id', r.event_id, 'lead_id', r.lead_id,
+                                                     'event_type', r.event_type, 'attempts', r.attempts,
+                                                     'error', r.error, 'failed_at', r.failed_at)
+                                  order by r.failed_at desc)
+                 from (select * from event_reactions where failed_at is not null
+                       order by failed_at desc limit $1) r), '[]'::jsonb) as latest

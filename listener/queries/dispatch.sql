@@ -1,4 +1,4 @@
--- Dispatch: claim → lock + re-check → send → complete (SPEC §6).
+-- Dispatch: claim with context (one statement, committed) → send → complete in batches (SPEC §6, §11).
 
 -- name: claim_due_touches
 -- Lease due touches; committed on its own before any provider call. SKIP LOCKED lets many daemons share the queue.
@@ -14,51 +14,49 @@ from (
 where t.id = due.id
 returning t.id
 
--- name: generic_plans_in_transaction
--- Small send batches: reuse each prepared statement's generic plan instead of re-planning it (SET LOCAL: this
--- transaction only).
-set local plan_cache_mode = force_generic_plan
-
--- name: lock_claimed_touches
--- In the send transaction: hold our touches (the sweep skips locked rows) and share-lock their leads, so a stop
--- event (its trigger takes the lead FOR NO KEY UPDATE) waits for in-flight sends and every later check sees it.
-select t.id
-from touch_runs t
-join leads l on l.id = t.lead_id
-where t.id = any($1::uuid[]) and t.status = 'processing' and t.locked_by = $2
-order by l.id
-for update of t for share of l
-
--- name: touch_send_contexts
--- Everything a send needs, and every reason not to send, for a batch of locked touches — one round trip.
+-- name: claim_touches_with_context
+-- Lease due touches and read everything their sends need, and every reason not to send, in ONE statement that
+-- commits before any provider call (SKIP LOCKED lets many daemons share the queue). Its snapshot is taken at the
+-- claim, the last moment before the requests start: a stop event or suppression committed before it cancels the
+-- touch; one committed after it can meet a request already on its way (README: the stop window, measured by
+-- tests/test_stop_window.py). jsonb comes back as text, so one malformed value fails its own touch, not the batch.
+with due as (
+  select id from touch_runs
+  where status in ('queued', 'scheduled') and scheduled_at <= now()
+  order by scheduled_at
+  limit $3
+  for update skip locked
+), claimed as (
+  update touch_runs t
+  set status = 'processing', locked_by = $1, locked_until = now() + make_interval(secs => $2), updated_at = now()
+  from due
+  where t.id = due.id
+  returning t.id, t.account_id, t.lead_id, t.campaign_id, t.step, t.channel, t.payload
+)
 select
-  t.id, t.account_id, t.lead_id, t.campaign_id, t.step, t.channel, t.payload,
+  t.id, t.account_id, t.lead_id, t.campaign_id, t.step, t.channel, t.payload::text as payload_json,
   c.phone as lead_phone, c.email as lead_email, c.first_name, l.full_name, c.company_name,
-  ps.provider as provider_name, ps.config as provider_config,
+  ps.provider as provider_name, ps.config::text as provider_config_json,
   s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
   (select max(e.created_at) from core_memory_events e
    where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
-  (
-    select e.event_type
-    from core_memory_events e
-    where e.lead_id = t.lead_id
-      and e.created_at >= (select min(k.created_at) from touch_runs k
-                           where k.lead_id = t.lead_id and k.campaign_id is not distinct from t.campaign_id
-                             and k.step = t.step)
-      and e.event_type = any(
-        case when jsonb_typeof(t.payload -> 'routing' -> 'stop_on_events') = 'array'
-             then array(select jsonb_array_elements_text(t.payload -> 'routing' -> 'stop_on_events'))
-             else array['reply_positive', 'appointment_booked', 'do_not_contact'] end)
-    order by e.created_at
-    limit 1
-  ) as stop_event
-from touch_runs t
+  touch_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) as stop_event,
+  now() as checked_at
+from claimed t
 join leads l on l.id = t.lead_id
 join lead_contacts_v1 c on c.lead_id = t.lead_id
 join lead_suppression_status_v1 s on s.lead_id = t.lead_id
 left join account_provider_settings ps
   on ps.account_id = t.account_id and ps.channel = t.channel and ps.is_default
-where t.id = any($1::uuid[])
+
+-- name: touch_stop_reason
+-- Before a retry (after a 429 or 5xx the provider did not take the message): the same reasons not to send, on a
+-- fresh snapshot, for one touch.
+select s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
+       touch_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) as stop_event
+from touch_runs t
+join lead_suppression_status_v1 s on s.lead_id = t.lead_id
+where t.id = $1
 
 -- name: templates_by_key
 select template_name, language, channel, subject, body
@@ -66,9 +64,10 @@ from message_templates
 where (template_name, language) in (select * from unnest($1::text[], $2::text[]))
 
 -- name: complete_touches
--- Status and event in one statement (so in one transaction): sent / failed / canceled, with their events.
+-- The completer: status and event in one statement (so in one transaction) for every outcome that has arrived
+-- since its last write — sent / failed / canceled, with their events. Only our own lease is completed.
 with done as (
-  select * from jsonb_to_recordset($1::jsonb) as d(
+  select * from jsonb_to_recordset($1::text::jsonb) as d(
     id uuid, status text, error text, provider_message_id text, payload_patch jsonb,
     event_type text, event_payload jsonb)
 ), updated as (

@@ -16,6 +16,7 @@ with candidates as (
   select cl.id as campaign_lead_id, cl.campaign_id, cl.lead_id, cl.current_step as step,
          case when cl.current_step = 1 then cl.enrolled_at else cl.updated_at end as base_at,
          s.payload -> 'routing' ->> 'primary_channel' as primary_channel,
+         s.id as campaign_step_id, s.delay_minutes::text as delay_minutes,
          sup.reason as suppression_reason,
          case
            when s.id is null then 'step_missing'
@@ -23,6 +24,8 @@ with candidates as (
              or (s.payload -> 'routing' ->> 'primary_channel') is null then 'missing_primary_channel'
            when (s.payload -> 'routing' ->> 'primary_channel') not in ('voice', 'whatsapp', 'sms', 'email')
              then 'invalid_primary_channel'
+           -- SPEC §11: delays are 0..525600 minutes (one year); NaN sorts above every number, so it is caught too
+           when s.delay_minutes > 525600 then 'invalid_delay'
            when sup.is_unsubscribed or sup.in_negative_cooldown then 'suppressed:' || coalesce(sup.reason, 'unknown')
          end as skip_reason,
          cl.enrolled_at
@@ -53,7 +56,7 @@ order by scheduled_at, id
 -- name: insert_orchestrator_skipped_events
 -- The touch orchestrator's per-lead evaluation when it creates nothing (event type orchestrator_skipped,
 -- an addition to SPEC §4): payload campaign_id, step, campaign_lead_id, reason (suppressed:<why> /
--- step_missing / missing_primary_channel / invalid_primary_channel).
+-- step_missing / missing_primary_channel / invalid_primary_channel / invalid_delay / error).
 insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
 select (d ->> 'lead_id')::uuid, 'orchestrator_skipped', 'touch_orchestrator', d ->> 'channel', 'internal',
        d - 'lead_id' - 'channel'

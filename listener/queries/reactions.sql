@@ -1,12 +1,32 @@
 -- Reactions to events (SPEC §7–§9): fallback decisions after touch outcomes, cancellations after stop events.
 
 -- name: take_reactions
--- Taken in the transaction that performs the reactions: a crash rolls the take back, nothing is lost.
+-- Taken in the transaction that performs the reactions: a crash rolls the take back, nothing is lost. Reactions
+-- set aside (failed_at, 0003_poison.sql) are skipped, and those waiting for retry_at. The payload is not read
+-- here: only its touch_run_id, as text, so a payload nobody can decode (nested thousands deep, a 5,000-digit
+-- number) cannot fail the take of the whole batch.
 delete from event_reactions r
-using (select event_id from event_reactions order by created_at limit $1 for update skip locked) pick,
+using (select event_id from event_reactions
+       where failed_at is null and (retry_at is null or retry_at <= now())
+       order by created_at limit $1 for update skip locked) pick,
       core_memory_events e
 where r.event_id = pick.event_id and e.id = r.event_id
-returning e.id, e.lead_id, e.event_type, e.payload, e.created_at
+returning e.id, e.lead_id, e.event_type, e.payload ->> 'touch_run_id' as touch_run_id, e.created_at, r.attempts
+
+-- name: set_aside_reaction
+-- A reaction that raised, run alone: kept with its error. $7 true = given up (failed_at, shown by `status`);
+-- false = retried after $8 seconds.
+insert into event_reactions (event_id, lead_id, event_type, created_at, attempts, error, failed_at, retry_at)
+values ($1, $2, $3, $4, $5, $6, case when $7::boolean then now() end,
+        case when not $7::boolean then now() + make_interval(secs => $8::float8) end)
+on conflict (event_id) do update
+set attempts = excluded.attempts, error = excluded.error, failed_at = excluded.failed_at, retry_at = excluded.retry_at
+
+-- name: postpone_cooldown
+-- A key whose re-decision raised, run alone: decided again $5 seconds later instead of blocking the timer list.
+insert into pending_cooldowns (lead_id, campaign_id, step, latest_touch_id, due_at)
+values ($1, $2, $3, $4, now() + make_interval(secs => $5::float8))
+on conflict (latest_touch_id) do update set due_at = excluded.due_at
 
 -- name: touch_keys
 -- For touch outcome events: the touch's key, and whether the touch is still the newest of its key.
@@ -137,5 +157,6 @@ join leads l on l.id = $2
 join lead_contacts_v1 c on c.lead_id = l.id
 where s.campaign_id = $1 and s.step = $3
   and s.payload -> 'routing' ->> 'primary_channel' in ('voice', 'whatsapp', 'sms', 'email')
+  and s.delay_minutes <= 525600  -- SPEC §11: beyond one year (or NaN) the step is skipped; the orchestrator says why
 on conflict (idempotency_key) do nothing
 returning id

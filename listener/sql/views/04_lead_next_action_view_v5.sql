@@ -74,14 +74,15 @@ select
     when d.has_email then 'email'
   end as recommended_channel,
   d.recommended_action,
-  case d.recommended_action
+  -- at most 2^31 - 1 minutes: a touch due in year 9999 is valid data and must not overflow the int (SPEC §11)
+  least(2147483647, case d.recommended_action
     -- until the cooldown ends (not reactivation_eligible_at, which may be later: 45 days after the last touch)
-    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '720 hours' - now())) / 60))::int
-    when 'send' then greatest(0, ceil(extract(epoch from (coalesce(d.next_due_at, now()) - now())) / 60))::int
+    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '720 hours' - now())) / 60))
+    when 'send' then greatest(0, ceil(extract(epoch from (coalesce(d.next_due_at, now()) - now())) / 60))
     when 'do_nothing' then case when d.reactivation_eligible_at is null then null
-                           else greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60))::int end
+                           else greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60)) end
     else 0
-  end as recommended_delay_minutes,
+  end)::int as recommended_delay_minutes,
   (d.score_sum + greatest(0, 30 - coalesce(extract(epoch from (now() - d.last_event_at)) / 86400, 30)))::int
     as priority_score,
   d.suppression_reason,

@@ -35,10 +35,11 @@ drop function if exists fallback_plan_v2(jsonb, text);
 -- 'no_fallback_plan' (payload not an object, routing or routing.fallback missing or null) or 'invalid_plan':
 --   routing not an object; fallback not an object;
 --   order not a non-empty array of distinct known channels (voice, whatsapp, sms, email);
---   max_attempts not an object (null = {}) whose values are all non-negative integral numbers (2.0 is 2; "2", 1.5,
---     -1 are invalid) — a channel missing from it gets 1;
---   cooldown_minutes not an object (null = {}) whose values are all numbers in [0, 100000000] (fractions allowed;
---     the cap, ~190 years, keeps timestamps from overflowing) — a channel missing from it gets 0;
+--   the payload beyond the JSON bounds (nested more than 64 deep, more than 1 MiB of text: listener/safejson.py);
+--   max_attempts not an object (null = {}) whose values are all integral numbers in [0, 20] (2.0 is 2; "2", 1.5,
+--     -1, 21, 1e5000 are invalid) — a channel missing from it gets 1;
+--   cooldown_minutes not an object (null = {}) whose values are all numbers in [0, 525600] (fractions allowed;
+--     the cap is one year, SPEC §11) — a channel missing from it gets 0;
 --   current_channel present (not null) but not a known channel; missing -> the touch's channel column;
 --   stop_on_events present (not null) but not an array of strings; missing -> the three defaults;
 --   expires_at present (not null) but not an ISO 8601 timestamp with an offset, seconds optional, 0-6 fraction
@@ -58,8 +59,15 @@ declare
   fallback jsonb;
   v        jsonb;
 begin
-  routing := case when jsonb_typeof(p_payload) = 'object' then p_payload->'routing' end;
   current_channel := p_touch_channel;
+  -- Beyond the JSON bounds every reader applies (listener/safejson.py: nested more than 64 deep, or more than
+  -- 1 MiB of text): the daemon cannot read the payload, so the plan is invalid (checked first, as in Python).
+  if char_length(p_payload::text) > 1048576
+     or jsonb_path_exists(p_payload, 'strict $.**{64 to last} ? (@.type() == "object" || @.type() == "array")') then
+    problem := 'invalid_plan';
+    return;
+  end if;
+  routing := case when jsonb_typeof(p_payload) = 'object' then p_payload->'routing' end;
   if jsonb_typeof(routing) = 'object' and jsonb_typeof(routing->'current_channel') = 'string'
      and (routing->>'current_channel') = any(known) then
     current_channel := routing->>'current_channel';
@@ -105,23 +113,24 @@ begin
     return;
   end if;
 
-  -- max_attempts: non-negative integral numbers
+  -- max_attempts: integral numbers in [0, 20] (SPEC §11)
   max_attempts := coalesce(nullif(fallback->'max_attempts', 'null'::jsonb), '{}'::jsonb);
   if jsonb_typeof(max_attempts) <> 'object'
      or exists (select 1 from jsonb_each(max_attempts) e
                 where case when jsonb_typeof(e.value) <> 'number' then true
-                           else e.value::numeric < 0 or e.value::numeric <> trunc(e.value::numeric) end) then
+                           else e.value::numeric < 0 or e.value::numeric > 20
+                                or e.value::numeric <> trunc(e.value::numeric) end) then
     channel_order := null;
     max_attempts := null;
     return;
   end if;
 
-  -- cooldown_minutes: numbers in [0, 1e8]
+  -- cooldown_minutes: numbers in [0, 525600] (one year, SPEC §11)
   cooldown_minutes := coalesce(nullif(fallback->'cooldown_minutes', 'null'::jsonb), '{}'::jsonb);
   if jsonb_typeof(cooldown_minutes) <> 'object'
      or exists (select 1 from jsonb_each(cooldown_minutes) e
                 where case when jsonb_typeof(e.value) <> 'number' then true
-                           else e.value::numeric < 0 or e.value::numeric > 100000000 end) then
+                           else e.value::numeric < 0 or e.value::numeric > 525600 end) then
     channel_order := null;
     max_attempts := null;
     cooldown_minutes := null;

@@ -1,0 +1,84 @@
+"""The completer (SPEC §11): outcomes written in batches, status and event together; a batch the database refuses
+is written again one by one, so only the bad outcome loses its details and every neighbour keeps its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+from listener.completer import Completer, Outcome
+from listener.database import create_pool
+from tests import factories
+from tests.harness import daemon_settings, running_daemon
+
+WORKER = "completer-test"
+
+
+async def _claimed(db, n: int) -> list:
+    account_id = await factories.account(db)
+    ids = []
+    for i in range(n):
+        lead_id = await factories.lead(db, account_id, phone=f"+1415555{3000 + i}")
+        ids.append(await factories.touch(db, account_id, lead_id, status="scheduled", scheduled_in_s=3600))
+    await db.execute("update touch_runs set status = 'processing', locked_by = $2,"
+                     " locked_until = now() + interval '1 minute' where id = any($1)", ids, WORKER)
+    return ids
+
+
+def _sent(touch_id, sid: str, patch: dict | None = None) -> Outcome:
+    return Outcome(touch_id, "sent", "touch_sent", {"provider": "twilio", "provider_message_id": sid},
+                   provider_message_id=sid, payload_patch=patch)
+
+
+async def test_one_refused_outcome_leaves_its_neighbours_their_provider_ids(db, db_url):
+    ids = await _claimed(db, 5)
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    try:
+        completer = Completer(pool, WORKER)
+        bad = {2: _sent(ids[2], "SMbad", patch={"note": "\u0000 is refused by jsonb"}),
+               4: _sent(ids[4], "SMbad2", patch={"note": "a lone \ud800 surrogate cannot be encoded"})}
+        batch = [bad.get(i) or _sent(ids[i], f"SM{i}") for i in range(5)]
+        await completer.write(batch)
+    finally:
+        await pool.close()
+    rows = {r["id"]: r for r in await db.fetch("select id, status, provider_message_id, locked_by from touch_runs"
+                                                 " where id = any($1)", ids)}
+    for i, touch_id in enumerate(ids):
+        assert rows[touch_id]["status"] == "sent" and rows[touch_id]["locked_by"] is None
+        assert rows[touch_id]["provider_message_id"] == (None if i in (2, 4) else f"SM{i}")
+    events = {r["payload"]["touch_run_id"]: r["payload"] for r in await db.fetch(
+        "select payload from core_memory_events where event_type = 'touch_sent'")}
+    assert len(events) == 5
+    assert "completion_error" in events[str(ids[2])] and "UntranslatableCharacter" in str(events[str(ids[2])])
+    assert "completion_error" in events[str(ids[4])]
+    assert completer.stats.split_batches == 1 and completer.stats.stripped == 2
+
+
+async def test_outcomes_wait_while_the_database_is_unreachable_and_are_written_after(db, db_url):
+    ids = await _claimed(db, 3)
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    stop = asyncio.Event()
+    completer = Completer(pool, WORKER)
+    try:
+        async with pool.acquire() as held:  # the only connection is taken: the completer must wait, not drop
+            task = asyncio.create_task(completer.run(stop))
+            for i, touch_id in enumerate(ids):
+                completer.put(_sent(touch_id, f"SMw{i}"))
+            await asyncio.sleep(0)
+            assert completer.backlog == 3
+            assert await held.fetchval("select count(*) from touch_runs where id = any($1) and status = 'sent'",
+                                       ids) == 0
+        await completer.wait_idle()
+        stop.set()
+        await task
+    finally:
+        await pool.close()
+    assert await db.fetchval("select count(*) from touch_runs where id = any($1) and status = 'sent'", ids) == 3
+
+
+async def test_the_daemon_sessions_carry_time_limits(db, db_url):
+    async with running_daemon(db_url, daemon_settings(None, statement_timeout_ms=12_000, lock_timeout_ms=3_000,
+                                                      idle_in_transaction_timeout_ms=45_000)) as daemon:
+        async with daemon.pool.acquire() as conn:
+            limits = [await conn.fetchval(f"show {name}") for name in
+                      ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
+    assert limits == ["12s", "3s", "45s"]
