@@ -6,9 +6,12 @@ is empty)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+
+import aiohttp
 
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, duplicates, outcomes, wait_drained
@@ -33,7 +36,34 @@ async def warm_up(env: Env, workload: Workload, n: int, timeout: float = 60.0) -
         raise RuntimeError(f"warm-up did not drain within {timeout}s\n{logs}")
 
 
-async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def maybe_dashboard(url: str, open_it: bool) -> AsyncIterator[Any]:
+    """The director dashboard open during a measurement (issue 13: it must not cost dispatch): the web application
+    with its live feed connected and read, and `/` fetched every 3 s as the open page does."""
+    if not open_it:
+        yield None
+        return
+    from bench.dashboard import dashboard_open
+
+    async with dashboard_open(url) as dashboard:
+        async def poll() -> None:
+            async with aiohttp.ClientSession() as http:
+                while True:
+                    async with http.get(dashboard.base) as response:
+                        await response.read()
+                    await asyncio.sleep(3)
+
+        poller = asyncio.create_task(poll())
+        try:
+            yield dashboard
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poller
+
+
+async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | None = None,
+                dashboard: bool = False) -> dict[str, Any]:
     assert env.pg is not None
     url = await env.pg.fresh_database("drain")
     workload = await Workload(url).setup(n + WARMUP_PER_DAEMON * daemons)
@@ -43,8 +73,10 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         await env.sandbox.reset()
         meter = CpuMeter(env, procs)
         meter.start()
-        _, insert_s, committed = await workload.burst(n)
-        done = await wait_drained(url, timeout=max(120.0, n / 100))
+        async with maybe_dashboard(url, dashboard) as open_dashboard:
+            _, insert_s, committed = await workload.burst(n)
+            done = await wait_drained(url, timeout=max(120.0, n / 100))
+            feed_events = open_dashboard.events if open_dashboard is not None else None
         cpu = meter.stop()
         requests = await env.sandbox.requests()
         conn = await connect(url)
@@ -66,13 +98,14 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         "sent": counts["by_status"].get("sent", 0) - WARMUP_PER_DAEMON * daemons, "requests": len(requests), "sent_twice": len(dups),
         "outcomes": counts,
         "cpu_s": cpu, "cpu_us_per_touch": {k: round(v / n * 1e6) for k, v in cpu.items()},
-        "settings": dict(settings or {}),
+        "settings": dict(settings or {}), "dashboard_open": dashboard, "dashboard_feed_events": feed_events,
     }
 
 
 SHIPPED: dict[str, Any] = {}  # REVENUE_ASI_CONCURRENCY 32, claim batch 64
 TUNED: dict[str, Any] = {"REVENUE_ASI_CONCURRENCY": 128}  # the bench's setting (docs/performance.md)
-CONFIGS: tuple[tuple[int, dict[str, Any]], ...] = ((1, SHIPPED), (1, TUNED), (2, TUNED))
+RULES_OFF: dict[str, Any] = {"REVENUE_ASI_QUIET_HOURS": "off"}  # the sending rules' cost: shipped vs rules off
+CONFIGS: tuple[tuple[int, dict[str, Any]], ...] = ((1, SHIPPED), (1, RULES_OFF), (1, TUNED), (2, TUNED))
 
 
 def concurrency(settings: Mapping[str, Any]) -> int:
@@ -87,5 +120,15 @@ async def run(env: Env, n: int, configs: tuple[tuple[int, dict[str, Any]], ...] 
         result["concurrency"] = concurrency(settings)
         result["wall_s"] = round(time.perf_counter() - started, 1)
         runs.append(result)
-    return {"touches": n, "payload": "v2 sms touch without routing.fallback: each decision is a cheap stop "
+    started = time.perf_counter()
+    with_dashboard = await drain(env, n, 1, SHIPPED, dashboard=True)
+    with_dashboard["concurrency"] = concurrency(SHIPPED)
+    with_dashboard["wall_s"] = round(time.perf_counter() - started, 1)
+    runs.append(with_dashboard)
+    shipped = next((r for r in runs if r["daemons"] == 1 and r["settings"] == SHIPPED and not r["dashboard_open"]),
+                   None)
+    off = next((r for r in runs if r["daemons"] == 1 and r["settings"] == RULES_OFF), None)
+    rules_ratio = round(shipped["touches_per_s"] / off["touches_per_s"], 2) if shipped and off else None
+    dashboard_ratio = round(with_dashboard["touches_per_s"] / shipped["touches_per_s"], 2) if shipped else None
+    return {"touches": n, "sending_rules_ratio": rules_ratio, "dashboard_open_ratio": dashboard_ratio, "payload": "v2 sms touch without routing.fallback: each decision is a cheap stop "
                                      "(no_fallback_plan) with its fallback_decision event", "runs": runs}

@@ -20,11 +20,12 @@ from typing import Any
 
 import asyncpg
 
-from bench.drain import SHIPPED, start_daemons, warm_up
+from bench.drain import SHIPPED, maybe_dashboard, start_daemons, warm_up
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
 
 GENERATOR_CONNECTIONS = 8
+DASHBOARD_RATE = 200.0
 
 
 async def offer(pool: asyncpg.Pool, workload: Workload, rate: float, duration: float,
@@ -99,17 +100,30 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
               ) -> dict[str, Any]:
     assert env.pg is not None
     url = await env.pg.fresh_database("latency")
-    total = sum(int(r * duration) + 1 for r in rates)
+    dashboard_rate = DASHBOARD_RATE if DASHBOARD_RATE in rates else None
+    total = sum(int(r * duration) + 1 for r in rates) + (int(DASHBOARD_RATE * duration) + 1 if dashboard_rate else 0)
     workload = await Workload(url).setup(total + 100)
     daemons = await start_daemons(env, url, 1, SHIPPED if settings is None else settings)
     pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
     try:
         await warm_up(env, workload, 100)
         results = [await measure_rate(env, workload, pool, rate, duration, daemons) for rate in rates]
+        if dashboard_rate:  # the same rate again with the director dashboard open (issue 13: it must cost nothing)
+            async with maybe_dashboard(url, True):
+                open_run = await measure_rate(env, workload, pool, dashboard_rate, duration, daemons)
+            closed = next(r for r in results if r["offered_rate"] == dashboard_rate)
+            dashboard = {"rate": dashboard_rate, "open": open_run,
+                         "p50_ratio_closed_over_open": _ratio(closed.get("p50_ms"), open_run.get("p50_ms")),
+                         "p99_ratio_closed_over_open": _ratio(closed.get("p99_ms"), open_run.get("p99_ms"))}
     finally:
         await pool.close()
         await env.stop_daemons(daemons)
         await env.pg.drop_database(url)
     return {"clock": "insert (clock_timestamp() in the INSERT, before its commit) → fake received_at_wall; "
                      "'ack' = from the commit acknowledgement instead", "daemons": 1,
-            "settings": SHIPPED if settings is None else settings, "rates": results}
+            "settings": SHIPPED if settings is None else settings, "rates": results,
+            "dashboard": dashboard if dashboard_rate else None}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None

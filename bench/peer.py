@@ -147,7 +147,8 @@ async def run(env: Env, n: int, ours: dict[str, Any] | None = None, latency: dic
 
     def from_throughput(conc: int) -> dict[str, Any] | None:
         runs = (ours or {}).get("runs", [])
-        return next((r for r in runs if r["daemons"] == 1 and r["touches"] == n and r.get("concurrency") == conc),
+        return next((r for r in runs if r["daemons"] == 1 and r["touches"] == n and r.get("concurrency") == conc
+                      and "REVENUE_ASI_QUIET_HOURS" not in r.get("settings", {}) and not r.get("dashboard_open")),
                     None)
 
     shipped = from_throughput(drain.concurrency(drain.SHIPPED)) or await drain.drain(env, n, 1, drain.SHIPPED)

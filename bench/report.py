@@ -21,17 +21,26 @@ def _latency(section: dict[str, Any]) -> str:
     rows = [[r["offered_rate"], r["achieved_rate"], r["touches"], r["received"], r["p50_ms"], r["p90_ms"],
              r["p99_ms"], r["max_ms"], r["ack"]["p50_ms"], r["ack"]["p99_ms"], r["sent_twice"]]
             for r in section["rates"]]
+    dash = section.get("dashboard") or {}
+    if dash:
+        o = dash["open"]
+        rows.append([f"{dash['rate']} dashboard open", o["achieved_rate"], o["touches"], o["received"], o["p50_ms"],
+                     o["p90_ms"], o["p99_ms"], o["max_ms"], o["ack"]["p50_ms"], o["ack"]["p99_ms"], o["sent_twice"]])
     return table("latency: commit → request at the fake provider (ms; 1 daemon; 'ack' = from the commit's "
-                 "acknowledgement)", ["offered/s", "achieved/s", "touches", "received", "p50", "p90", "p99", "max",
+                 f"acknowledgement); closed / open p50 {dash.get('p50_ratio_closed_over_open')}, "
+                 f"p99 {dash.get('p99_ratio_closed_over_open')}", ["offered/s", "achieved/s", "touches", "received", "p50", "p90", "p99", "max",
                                       "ack p50", "ack p99", "sent twice"], rows)
 
 
 def _throughput(section: dict[str, Any]) -> str:
-    rows = [[r["daemons"], r.get("concurrency"), r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"],
+    rows = [[r["daemons"], f"{r.get('concurrency')}" + (", rules off" if "REVENUE_ASI_QUIET_HOURS" in r["settings"]
+                                                      else "") + (", dashboard open" if r.get("dashboard_open") else ""),
+             r["touches"], r["seconds"], r["touches_per_s"], r["send_phase_s"],
              r["sent"], r["sent_twice"], r["cpu_us_per_touch"]["daemons"], r["cpu_us_per_touch"]["postgres"],
              r["cpu_us_per_touch"]["sandbox"]] for r in section["runs"]]
     return table("throughput: drain of pre-inserted due touches, end to end incl. fallback decisions "
-                 "(cpu = µs of CPU per touch)",
+                 f"(cpu = µs of CPU per touch); sending rules on / off: {section.get('sending_rules_ratio')}; "
+                 f"dashboard open / closed: {section.get('dashboard_open_ratio')}",
                  ["daemons", "concurrency", "touches", "seconds", "touches/s", "all sent at s", "sent", "sent twice",
                   "cpu daemons", "cpu postgres", "cpu fake"], rows)
 

@@ -35,9 +35,21 @@ with a as (insert into accounts (name) values ('Bench Dental') returning id),
 select id from a
 """
 
+def daytime_zone() -> str:
+    """A zone where it is daytime now and for the next hours, chosen at run time: the bench runs with the shipped
+    sending rules (quiet hours 21:00-08:00 on) and must drain at any hour of the day."""
+    from datetime import UTC, datetime
+
+    from listener.demo import demo_zones
+
+    return demo_zones("21:00-08:00", datetime.now(UTC))[0]
+
+
+DAYTIME_ZONE = daytime_zone()
+
 MAKE_LEADS = """
 insert into leads (account_id, full_name, phone, email, timezone)
-select $1, 'Lead ' || g, '+14155550123', 'lead' || g || '@example.com', 'UTC'
+select $1, 'Lead ' || g, '+14155550123', 'lead' || g || '@example.com', $3
 from generate_series(1, $2) g
 returning id
 """
@@ -87,7 +99,7 @@ async def seed_account(conn: asyncpg.Connection) -> uuid.UUID:
 async def make_leads(conn: asyncpg.Connection, account_id: uuid.UUID, n: int) -> list[uuid.UUID]:
     if n <= 0:
         return []
-    return [r["id"] for r in await conn.fetch(MAKE_LEADS, account_id, n)]
+    return [r["id"] for r in await conn.fetch(MAKE_LEADS, account_id, n, DAYTIME_ZONE)]
 
 
 async def insert_one(conn: asyncpg.Connection, account_id: uuid.UUID, lead_id: uuid.UUID,

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from listener.database import DatabaseError, connect, database_url, migrate
 from listener.settings import Settings, SettingsError, get_settings
-from listener.status import system_status
+from listener.intents.status import system_status
+from listener.vocabulary import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
@@ -132,7 +133,7 @@ def render_status(status: dict[str, Any]) -> None:
                   f"{q['processing']} · oldest due {'-' if age is None else f'{age:.1f}s'} · "
                   f"pending reactions {q['pending_reactions']}")
     table = Table(title=f"touch_runs ({status['touch_runs_total']})")
-    channels = ["voice", "whatsapp", "sms", "email"]
+    channels = list(CHANNELS)
     table.add_column("status")
     for channel in channels:
         table.add_column(channel, justify="right")
@@ -150,6 +151,9 @@ def render_status(status: dict[str, Any]) -> None:
         for item in aside.get("latest", []):
             console.print(f"  {item.get('event_type')} event {item.get('event_id')} lead {item.get('lead_id')}: "
                           f"{item.get('error')}", highlight=False, markup=False)
+    deferred = ", ".join(f"{reason} {d['touches']} (next {_when(d['next_at'])}, last {_when(d['last_at'])})"
+                         for reason, d in status.get("deferred", {}).items()) or "none"
+    console.print(f"[bold]deferred by sending rules[/]: {deferred}", highlight=False)
     cad = status["cadences"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
@@ -215,7 +219,7 @@ def web_command() -> None:
 
 @app.command("tick")
 def tick_command(
-    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile"),
+    job: str = typer.Argument(..., help="sweep | touch-orchestrator | reactivation | reconcile | enrichment"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing; print what would be done."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N items."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
@@ -315,7 +319,7 @@ def replay_command(
     async def work(pool: Any) -> Any:
         with progress:
             return await replay(pool, since_at, until_at, lead_id, dry_run=dry_run, on_total=progress.total,
-                                on_progress=progress.advance)
+                                on_progress=progress.advance, settings=settings)
 
     summary = run_async(lambda: _with_pool(url, work)).as_dict()
     if as_json:
@@ -376,6 +380,9 @@ def render_replay(summary: dict[str, Any]) -> None:
     for item in summary["canceled"]:
         console.print(f"  {verb}canceled {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
                       f"after {item['because_of']}", highlight=False)
+    for item in summary.get("reminders_created", []):
+        console.print(f"  {verb}created  {item['channel']:<8} touch {item['touch_run_id']} lead {item['lead_id']} "
+                      f"appointment reminder due {item['scheduled_at']} ({item['appointment_id']})", highlight=False)
     table = Table(title="summary", show_header=False)
     table.add_column("what")
     table.add_column("n")
@@ -420,7 +427,7 @@ def lead_inspect_command(
 ) -> None:
     """The lead, its contacts, suppression, next action, campaigns, open and recent touches, last events, and the
     current fallback decision for each active step (decide_next_channel_for_lead)."""
-    from listener.lead import LeadError, inspect_lead
+    from listener.intents.lead import LeadError, inspect_lead
 
     settings = settings_or_exit()
     url = url_or_exit(settings)
@@ -445,6 +452,22 @@ def _when(value: str | None) -> str:
     return "-" if value is None else value.replace("T", " ")[:19]
 
 
+def _render_enrichment_and_appointments(report: dict[str, Any]) -> None:
+    """SPEC §15 lines of `lead inspect`: enrichment problems, appointments and their reminders."""
+    enrichment = report.get("enrichment") or {}
+    problems = enrichment.get("problems") or []
+    details = enrichment.get("details") or {}
+    state = ("pending" if enrichment.get("pending") else "not enriched yet") if not enrichment.get("checked_at") \
+        else f"checked {_when(enrichment.get('checked_at'))}"
+    console.print(f"  enrichment: {state} · problems: "
+                  + (", ".join(f"{p} ({details.get(p, '')})" for p in problems) or "none"), highlight=False)
+    for appt in report.get("appointments") or []:
+        reminders = ", ".join(f"{r['channel']} {r['status']} {_when(r['scheduled_at'])}" for r in appt["reminders"])
+        console.print(f"[bold]appointment[/] {_when(appt['starts_at'])} · {appt['status']}"
+                      f"{' (upcoming)' if appt['upcoming'] else ''} · {appt['location'] or '-'} · reminders: "
+                      f"{reminders or 'none'}", highlight=False)
+
+
 def render_lead(report: dict[str, Any]) -> None:
     lead, contacts = report["lead"], report["contacts"]
     console.print(f"[bold]lead[/] {lead['full_name'] or '(no name)'} · {lead['id']} · account "
@@ -455,6 +478,7 @@ def render_lead(report: dict[str, Any]) -> None:
         console.print(f"  {kind}: {c['raw'] or '-'} → {state}", highlight=False)
     console.print(f"  first_name: {contacts['first_name'] or '-'} · company: {contacts['company_name'] or '-'} · "
                   f"timezone: {contacts['timezone'] or '-'}", highlight=False)
+    _render_enrichment_and_appointments(report)
     sup = report["suppression"] or {}
     suppressed = sup.get("is_unsubscribed") or sup.get("in_negative_cooldown")
     console.print(f"[bold]suppression[/] {'SUPPRESSED (' + str(sup.get('reason')) + ')' if suppressed else 'none'}"
@@ -484,6 +508,9 @@ def render_lead(report: dict[str, Any]) -> None:
             table.add_row(_short(t["id"]), _short(t["campaign_id"]), str(t["step"]), t["channel"], t["status"],
                           _when(t["scheduled_at"]), (t.get("error") or "")[:60])
         console.print(table)
+    for d in report.get("deferred_touches", []):
+        console.print(f"[bold]deferred[/] {d['channel']} touch {_short(d['id'])} (step {d['step']}): {d['reason']}"
+                      f" · goes at {_when(d['next_at'])} · lead time zone {d['lead_timezone']}", highlight=False)
     if report["decisions"]:
         table = Table(title="current fallback decision per active step")
         for col in ("campaign", "step", "decision", "current", "next", "cooldown until", "stop reason", "skipped"):
@@ -515,7 +542,7 @@ def lead_enroll_command(
 ) -> None:
     """Enroll a lead in a campaign (a campaign_leads row at the first step); the touch orchestrator creates its
     first touch. An unknown id, a suppressed lead, an archived campaign or a lead already enrolled is an error."""
-    from listener.lead import LeadError, enroll_lead
+    from listener.intents.lead import LeadError, enroll_lead
 
     settings = settings_or_exit()
     url = url_or_exit(settings)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from listener import metrics
+from listener.appointments import run_appointment_service
 from listener.completer import Completer, Outcome
 from listener.database import connect, create_pool, light_reset, migrate
+from listener.enrichment import run_enrichment_service
 from listener.dispatcher import Dispatcher
 from listener.notifier import Notifier
 from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
@@ -25,6 +27,7 @@ from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 from listener.moments import seconds_until
 from listener.services.base import DB_ERRORS, run_service, wait_any
+from listener.services.heartbeat import run_heartbeat
 from listener.settings import Settings
 from listener.sweeper import SweepService
 
@@ -63,8 +66,13 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.completer: Completer | None = None
         self.notifier = Notifier(url, self._on_wake)
+        # SPEC §15 services: one wake-up event per NOTIFY channel they listen to
+        self.service_wakes = {"leads": asyncio.Event(), "appointments": asyncio.Event()}
 
     def _on_wake(self, channel: str) -> None:
+        if channel in self.service_wakes:
+            self.service_wakes[channel].set()
+            return
         (self.touch_wake if channel == "touch_runs" else self.event_wake).set()
 
     def request_stop(self) -> None:
@@ -81,7 +89,8 @@ class Daemon:
         finally:
             await conn.close()
         # The pool serves claims, completions, reactions and jobs — never a connection per send.
-        pool_size = POOL_SPARE + len(self.periodic_jobs) + min(8, max(2, self.settings.concurrency // 16))
+        pool_size = (POOL_SPARE + len(self.periodic_jobs) + len(self.service_wakes) + 1
+                     + min(8, max(2, self.settings.concurrency // 16)))
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size,
                                       server_settings=session_limits(self.settings), reset=light_reset)
         self.completer = Completer(self.pool, self.worker_id, on_written=_count_written)
@@ -103,10 +112,15 @@ class Daemon:
                                               idle_s=self.settings.sweep_interval_s))
                 group.create_task(run_service("sweep", self._sweep(sweep), stop=self.stop,
                                               idle_s=self.settings.sweep_interval_s, run_first=False))
+                group.create_task(run_enrichment_service(self.pool, self.settings, self.service_wakes["leads"],
+                                                         self.stop))
+                group.create_task(run_appointment_service(self.pool, self.settings,
+                                                          self.service_wakes["appointments"], self.stop))
                 for job in self.periodic_jobs:
                     group.create_task(run_service(job.name, _periodic(job, self.pool), stop=self.stop,
                                                   idle_s=job.interval_s))
                 group.create_task(self._announce_ready())
+                group.create_task(run_heartbeat(self.pool, self.worker_id, self.stop, listening=self.notifier.connected.is_set))
         finally:
             await self._shutdown(completer_task)
 

@@ -17,9 +17,9 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,7 @@ from listener.daemon import Daemon
 from listener.database import DatabaseError, connect, migrate
 from listener.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
+from listener.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
 from listener.settings import Settings, load_settings
 from listener.web.app import create_app
 
@@ -41,7 +42,7 @@ ACCOUNT_PREFIX = "Revenue ASI demo"
 CHANNELS = ("voice", "whatsapp", "sms", "email")
 SYMBOL = {"sent": "✓", "failed": "✗", "canceled": "⊘", "queued": "…", "scheduled": "…", "processing": "→"}
 STOP_TYPES = ("reply_positive", "reply_negative", "appointment_booked", "do_not_contact", "unsubscribe")
-SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "fallback_decision", "cadence_completed",
+SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "touch_deferred", "fallback_decision", "cadence_completed",
                 "cadence_stopped", "orchestrator_skipped", "touch_delivered", "touch_undelivered",
                 "reply_received") + STOP_TYPES
 POLL_S = 0.4
@@ -65,6 +66,8 @@ class Persona:
     rule_on: str = "phone"
     reply: str | None = None  # an inbound event the demo simulates …
     reply_after_sent: int = 0  # … once this many of the lead's touches were sent
+    night: bool = False  # lives where it is night now (chosen at run time): quiet hours defer the phone touches
+    timezone: str = "Europe/Madrid"
 
 
 def personas(n: int) -> list[Persona]:
@@ -79,8 +82,8 @@ def personas(n: int) -> list[Persona]:
         Persona("Elena Soto", "books an appointment after 3 touches", "+14155550105", "elena@demo.example",
                 reply="appointment_booked", reply_after_sent=3),
         Persona("Fer Lopez", "never answers: full cadence, both steps", "+14155550106", "fer@demo.example"),
-        Persona("Gabi Torres", "replies negative after 4 touches", "+14155550107", "gabi@demo.example",
-                reply="reply_negative", reply_after_sent=4),
+        Persona("Gabi Torres", "asleep: it is night where she lives, quiet hours defer the call", "+14155550107",
+                "gabi@demo.example", night=True),
         Persona("Hugo Vega", "email bounces at ElasticEmail (400)", "+14155550108", "hugo@demo.example",
                 provider_rule="error:400", rule_on="email"),
     ]
@@ -119,6 +122,43 @@ class DemoWorld:
     inbound: Callable[[str, str], Awaitable[str]] | None = None  # (phone, text) -> the webhook's outcome
 
 
+def _fixed_zones() -> list[str]:
+    return [f"Etc/GMT{-h:+d}" if h else "Etc/GMT" for h in range(-12, 15)]  # Etc/GMT-3 is UTC+3
+
+
+def _quiet_throughout(zone: str, quiet: QuietHours, now: datetime, span: timedelta) -> bool | None:
+    """True if quiet hours hold in `zone` from now for `span`, False if they never do, None if mixed."""
+    rules = Rules(quiet=quiet)
+    states = {rules.blocked((now + span * k / 12).astimezone(zone_named(zone))) is not None for k in range(13)}
+    return states.pop() if len(states) == 1 else None
+
+
+def demo_zones(quiet_hours: str, now: datetime, span: timedelta = timedelta(hours=2)) -> tuple[str, str | None]:
+    """Time zones chosen at run time so the demo works at any hour: a daytime zone (outside quiet hours for the
+    whole demo, local time nearest noon) for most leads, and a night zone (inside them, nearest 03:00) for the
+    one whose call quiet hours defer — None when quiet hours are off or cover no whole span."""
+    quiet = parse_quiet_hours(quiet_hours)
+    if quiet is None:
+        return "Europe/Madrid", None
+
+    def distance(zone: str, hour: int) -> float:
+        local = now.astimezone(zone_named(zone))
+        return abs(((local.hour + local.minute / 60) - hour + 12) % 24 - 12)
+
+    day = [z for z in _fixed_zones() if _quiet_throughout(z, quiet, now, span) is False]
+    night = [z for z in _fixed_zones() if _quiet_throughout(z, quiet, now, span) is True]
+    return (min(day, key=lambda z: distance(z, 12)) if day else "UTC",
+            min(night, key=lambda z: distance(z, 3)) if night else None)
+
+
+def placed(people: list[Persona], quiet_hours: str, now: datetime) -> list[Persona]:
+    day, night = demo_zones(quiet_hours, now)
+    return [replace(p, timezone=night) if p.night and night else
+            replace(p, timezone=day, night=False,
+                    scenario="never answers (quiet hours are off: nobody is asleep)" if p.night else p.scenario)
+            for p in people]
+
+
 async def seed(conn: asyncpg.Connection, people: list[Persona]) -> DemoWorld:
     name = f"{ACCOUNT_PREFIX} {datetime.now(UTC):%Y-%m-%d %H:%M:%S} {uuid.uuid4().hex[:6]}"
     async with conn.transaction():
@@ -138,7 +178,7 @@ async def seed(conn: asyncpg.Connection, people: list[Persona]) -> DemoWorld:
         for p in people:
             lead_id = await conn.fetchval(
                 "insert into leads (account_id, full_name, phone, email, timezone) values ($1, $2, $3, $4,"
-                " 'Europe/Madrid') returning id", account_id, p.full_name, p.phone, p.email)
+                " $5) returning id", account_id, p.full_name, p.phone, p.email, p.timezone)
             leads[lead_id] = p
     return DemoWorld(account_id, name, campaign_id, leads)
 
@@ -167,10 +207,15 @@ class Snapshot:
     decisions: dict[str, int]
 
     def ended(self, world: DemoWorld) -> bool:
+        """Every cadence ended — or, for a lead asleep, waits for her morning (its touches deferred, scheduled)."""
+        def asleep(lead: uuid.UUID) -> bool:
+            rows = self.touches.get(lead, [])
+            return world.leads[lead].night and bool(rows) and all(t["status"] == "scheduled" for t in rows)
+
         return (len(self.cadences) == len(world.leads)
-                and all(c["status"] in ("completed", "stopped") for c in self.cadences.values())
+                and all(c["status"] in ("completed", "stopped") or asleep(lead) for lead, c in self.cadences.items())
                 and not any(t["status"] in ("queued", "scheduled", "processing")
-                            for rows in self.touches.values() for t in rows))
+                            for lead, rows in self.touches.items() if not asleep(lead) for t in rows))
 
 
 async def snapshot(conn: asyncpg.Connection, world: DemoWorld) -> Snapshot:
@@ -204,6 +249,9 @@ def describe_event(e: asyncpg.Record | dict[str, Any]) -> str:
         return f"{e['channel']} failed: {p.get('error_code')} ({p.get('failure_class')})"
     if kind == "touch_canceled":
         return f"{e['channel']} touch canceled: {p.get('reason')}"
+    if kind == "touch_deferred":
+        at = datetime.fromisoformat(p["next_at"]).astimezone(zone_named(p["lead_timezone"]))
+        return f"{e['channel']} touch deferred: {p.get('reason')} until {at:%H:%M} lead time ({p['lead_timezone']})"
     if kind == "fallback_decision":
         d = p.get("decision")
         if d == "switch_channel":
@@ -359,6 +407,18 @@ async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Sna
     return done
 
 
+async def start_dashboard(settings: Settings, url: str) -> tuple[Any, str]:
+    """The web application beside the demo's daemon (SPEC §14): on REVENUE_ASI_HTTP_HOST:PORT when that is free
+    (loopback unless a dashboard token is set), else on a free port."""
+    from listener.web.app import UnsafeBindError, is_loopback, start
+
+    host = settings.http_host if is_loopback(settings.http_host) or settings.dashboard_token else "127.0.0.1"
+    try:
+        return await start(settings, url, host, settings.http_port)
+    except (OSError, UnsafeBindError):
+        return await start(settings, url, "127.0.0.1", 0)
+
+
 async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console: Console | None = None,
                    live: bool | None = None, settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     console = console or Console(soft_wrap=not sys.stdout.isatty())
@@ -372,7 +432,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                 f"this database has {foreign} open touch(es) or active cadence(s) of non-demo accounts; the demo's "
                 "daemon would hand them to the SANDBOX providers. Run the demo on the embedded database "
                 "(unset DATABASE_URL) or on an empty one.")
-        people = personas(n_leads)
+        people = placed(personas(n_leads), load_settings(**(settings_overrides or {})).quiet_hours, datetime.now(UTC))
         world = await seed(conn, people)
     finally:
         await conn.close()
@@ -410,16 +470,29 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
             task.result()
         console.print(f"daemon {daemon.worker_id} running (dispatch, reactions, sweep, touch orchestrator every "
                       f"{settings.orchestrator_interval_s:g}s); enrolling leads…", highlight=False)
+        try:
+            dashboard_runner, dashboard_url = await start_dashboard(settings, url)
+        except BaseException:
+            await web_runner.cleanup()
+            daemon.request_stop()
+            await asyncio.wait_for(task, timeout=30)
+            raise
+        sign_in = " (sign in with REVENUE_ASI_DASHBOARD_TOKEN)" if settings.dashboard_token else ""
+        console.print(f"dashboard: {dashboard_url}{sign_in} — live while the demo runs; `revenue-asi web` serves "
+                      "it for good", highlight=False)
         started = time.monotonic()
         conn = await connect(url)
+        finished = False
         try:
             snap = await _drive(conn, world, daemon, fake, console, live, started, seconds)
+            finished = snap.ended(world)  # before wind_down cancels a sleeping lead's deferred touch
         finally:
             daemon.request_stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, timeout=30)
             if not ready.done():
                 ready.cancel()
+            await dashboard_runner.cleanup()
             await web_runner.cleanup()
             try:
                 left = await wind_down(conn, world)
@@ -430,8 +503,9 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         elapsed = time.monotonic() - started
         requests = len(fake.requests)
 
-    ended = snap.ended(world)
-    console.print(f"\n[bold]demo {'finished: every cadence ended' if ended else 'stopped: time is up'}[/] after "
+    ended = finished
+    headline = "finished: every cadence ended (or waits for the lead's morning)" if ended else "stopped: time is up"
+    console.print(f"\n[bold]demo {headline}[/] after "
                   f"{elapsed:.1f}s · {requests} SANDBOX provider request(s)", highlight=False)
     if left:
         console.print(f"the demo campaign is paused and its {left} open touch(es) canceled (reason demo_ended), so "
@@ -444,7 +518,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         "leads": len(world.leads), "elapsed_s": round(elapsed, 1), "all_ended": ended,
         "sandbox_requests": requests, "touches_by_channel": by_channel, "decisions": dict(sorted(snap.decisions.items())),
         "cadences_completed": completed, "cadences_stopped": stopped,
-        "cadences_active": len(world.leads) - completed - stopped,
+        "cadences_active": len(world.leads) - completed - stopped, "dashboard_url": dashboard_url,
     }
     console.print(f"cadences completed {completed} · stopped {stopped} · still active "
                   f"{summary['cadences_active']}", highlight=False)

@@ -34,6 +34,7 @@ from listener.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.payload import TouchPayload, parse_payload
 from listener.providers.base import BEFORE_RETRY, Provider
 from listener.queries import Q
+from listener.sendcaps import send_rules_gate
 from listener.settings import Settings
 from listener.text import clean_text
 
@@ -66,6 +67,9 @@ class ClaimedTouch:
     stop_event: str | None
     checked_at: datetime
     last_whatsapp_reply_at: datetime | None = None  # the lead's last inbound WhatsApp message (SPEC §12)
+    provider_settings_id: UUID | None = None
+    lead_timezone: str | None = None
+    enriched_timezone: str | None = None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ClaimedTouch:
@@ -162,6 +166,7 @@ class DispatchStats:
     sent: int = 0
     failed: int = 0
     canceled: int = 0
+    deferred: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> None:
@@ -169,6 +174,14 @@ class DispatchStats:
         if outcome.status == "failed":
             code = str(outcome.event_payload.get("error_code"))
             self.by_error[code] = self.by_error.get(code, 0) + 1
+
+
+Ready = tuple[ClaimedTouch, dict[str, Any], TouchPayload]
+
+
+def _has_cap(row: Mapping[str, Any]) -> bool:
+    routing = row["payload"].get("routing") if isinstance(row["payload"], dict) else None
+    return "daily_cap" in row["provider_config"] or (isinstance(routing, dict) and "max_touches_per_day" in routing)
 
 
 class Dispatcher:
@@ -188,6 +201,8 @@ class Dispatcher:
         # Milliseconds from the claim's snapshot (its stop / suppression check) to each first provider call: the
         # window in which a stop event that commits can still meet a request (README, tests/test_stop_window.py).
         self.stop_windows_ms: deque[float] = deque(maxlen=10_000)
+        self._configs: dict[UUID, dict[str, Any]] = {}
+        self._undecided: set[UUID] = set()
         self.checked_at: dict[str, float] = {}  # touch id → epoch seconds of its claim's check (the latest 10,000)
         self._secrets = settings.secrets()
 
@@ -213,11 +228,25 @@ class Dispatcher:
             await conn.execute(Q.release_claimed_touches, list(touch_ids), self.worker_id)
 
     async def start(self, touches: Sequence[ClaimedTouch], claimed_at: float) -> None:
-        """Decide each claimed touch; the ones that may go get a send task, the others an outcome at once."""
-        deadline = claimed_at + self.settings.lease_s * 0.8
+        """Decide each claimed touch; the ones that may go get a send task, the others an outcome at once. Whatever
+        goes wrong here fails the touches not yet decided (no provider was called), never the loop."""
         self._take_slots(len(touches))
+        self._undecided = {t.id for t in touches}
+        try:
+            await self._start(touches, claimed_at)
+        except Exception as exc:
+            log.exception("dispatch: deciding a batch of %d failed; its undecided touches fail", len(touches))
+            failure = TouchFailure("dispatch_error", f"{type(exc).__name__}: {clean_text(str(exc))[:200]}",
+                                   "transient")
+            for touch_id in list(self._undecided):
+                self._done(failed(touch_id, failure, self._secrets))
+        finally:
+            self._undecided = set()
+
+    async def _start(self, touches: Sequence[ClaimedTouch], claimed_at: float) -> None:
+        deadline = claimed_at + self.settings.lease_s * 0.8
         now = datetime.now(UTC)
-        ready: list[tuple[ClaimedTouch, dict[str, Any], TouchPayload]] = []
+        ready: list[Ready] = []
         for touch in touches:
             try:
                 raw = decode_json(touch.payload_json, "payload")
@@ -231,23 +260,63 @@ class Dispatcher:
                 self._done(canceled(touch.id, reason))
             else:
                 ready.append((touch, raw or {}, payload))
+        if ready:
+            ready = await self._apply_sending_rules(ready, now)
         templates = await self._templates_for(ready) if ready else {}
         for touch, raw, payload in ready:
             try:
-                context = TouchContext(
+                context = TouchContext.model_construct(
                     id=touch.id, account_id=touch.account_id, lead_id=touch.lead_id, campaign_id=touch.campaign_id,
                     step=touch.step, channel=touch.channel, payload=raw,
                     lead_phone=touch.lead_phone, lead_email=touch.lead_email, first_name=touch.first_name,
                     full_name=touch.full_name, company_name=touch.company_name, provider_name=touch.provider_name,
-                    provider_config=_config(touch.provider_config_json),
+                    provider_config=self._configs.get(touch.id) or _config(touch.provider_config_json),
                     last_whatsapp_reply_at=touch.last_whatsapp_reply_at)
                 prepared = prepare_outbound(context, payload, templates, self.settings)
             except TouchFailure as failure:
                 self._done(failed(touch.id, failure, self._secrets))
                 continue
+            self._undecided.discard(touch.id)
             task = asyncio.create_task(self._send(touch, prepared, deadline))
             self.sends.add(task)
             task.add_done_callback(self.sends.discard)
+
+    async def _apply_sending_rules(self, ready: list[Ready], now: datetime) -> list[Ready]:
+        """SPEC §13 on the claim's snapshot, before any provider call: a touch outside its window, on a holiday or
+        over a cap goes back to `scheduled` at its next allowed moment (one touch_deferred event); bad rules fail it.
+        Caps are decided in the database under per-sender / per-lead advisory locks (listener/sendcaps.py), in one
+        short transaction that commits before the sends start; touches without caps take no lock and no query."""
+        rows = []
+        self._configs.clear()
+        for touch, raw, _ in ready:
+            try:
+                config = _config(touch.provider_config_json)
+            except TouchFailure:
+                config = {}
+            self._configs[touch.id] = config
+            rows.append(({"id": touch.id, "channel": touch.channel, "lead_id": touch.lead_id, "payload": raw,
+                          "lead_timezone": touch.lead_timezone, "enriched_timezone": touch.enriched_timezone,
+                          "lead_phone": touch.lead_phone, "provider_settings_id": touch.provider_settings_id,
+                          "provider_config": config}, (touch, raw)))
+        batch_ids = [touch.id for touch, _, _ in ready]
+        if any(_has_cap(row) for row, _ in rows):
+            async with self.pool.acquire() as conn, conn.transaction():
+                gate = await send_rules_gate(conn, rows, now, self.settings, batch_ids)
+                if gate.deferrals:
+                    await conn.execute(Q.defer_touches, [d.as_row() for d in gate.deferrals], self.worker_id)
+        else:
+            gate = await send_rules_gate(None, rows, now, self.settings, batch_ids)  # type: ignore[arg-type]
+            if gate.deferrals:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(Q.defer_touches, [d.as_row() for d in gate.deferrals], self.worker_id)
+        for touch_id, failure in gate.failures:
+            self._done(failed(touch_id, failure, self._secrets))
+        for deferral in gate.deferrals:
+            self._undecided.discard(deferral.touch_id)
+            self._free_slot()
+        self.stats.deferred += len(gate.deferrals)
+        kept = {pair[0].id for _, pair in gate.kept}
+        return [item for item in ready if item[0].id in kept]
 
     def _take_slots(self, n: int) -> None:
         self.in_flight += n
@@ -255,8 +324,12 @@ class Dispatcher:
 
     def _done(self, outcome: Outcome) -> None:
         """Hand one outcome to the completer and free its slot."""
+        self._undecided.discard(outcome.id)
         self.completer.put(outcome)
         self.stats.count(outcome)
+        self._free_slot()
+
+    def _free_slot(self) -> None:
         self.in_flight -= 1
         metrics.IN_FLIGHT.dec()
         self.slot_freed.set()
@@ -275,8 +348,7 @@ class Dispatcher:
         try:
             outcome = await self._send_one(touch, prepared, deadline)
         except asyncio.CancelledError:  # shutdown past its grace: the lease settles this touch
-            self.in_flight -= 1
-            metrics.IN_FLIGHT.dec()
+            self._free_slot()
             raise
         self._done(outcome)
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from listener.daemon import PeriodicJob
 from listener.completer import Completer
+from listener.enrichment import JOB as ENRICHMENT, enrichment_job
 from listener.database import create_pool
 from listener.dispatcher import Dispatcher
 from listener.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
@@ -55,6 +56,7 @@ async def sweep_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool, limit
 RECONCILE = "reconcile"
 JOBS: dict[str, JobFn] = {"sweep": sweep_job, TOUCH_ORCHESTRATOR: touch_orchestrator_job,
                           REACTIVATION: reactivation_job, RECONCILE: reconcile_job}
+JOBS[ENRICHMENT] = enrichment_job  # SPEC §15: `revenue-asi tick enrichment [--limit N]`
 
 
 async def record_job_run(pool: asyncpg.Pool, job: str, started_at: datetime, dry_run: bool,

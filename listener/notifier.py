@@ -14,7 +14,7 @@ from listener import metrics
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("touch_runs", "core_memory_events")
+CHANNELS = ("touch_runs", "core_memory_events", "leads", "appointments")  # leads, appointments: SPEC §15
 HEALTH_CHECK_S = 5.0
 MAX_BACKOFF_S = 5.0
 

@@ -24,13 +24,14 @@ import asyncpg
 from listener.queries import Q
 from listener.reactions import describe_error
 from listener.settings import Settings
+from listener.vocabulary import CHANNELS, INBOUND_STOP_TYPES
 
 TOUCH_ORCHESTRATOR = "touch-orchestrator"
 REACTIVATION = "reactivation"
 LOCK_HELD = {"skipped": "another run holds the lock"}
 REACTIVATION_WINDOW_DAYS = 45
 REACTIVATION_SOURCE = "brain_full_auto_reactivation"
-REACTIVATION_STOP_EVENTS = ["reply_positive", "reply_negative", "appointment_booked", "do_not_contact", "unsubscribe"]
+REACTIVATION_STOP_EVENTS = list(INBOUND_STOP_TYPES)
 REACTIVATION_EXPIRES_DAYS = 7
 MAX_LISTED = 100  # items listed in a run's result (counts are always complete)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -119,7 +120,7 @@ ROW_ERRORS = {"invalid_delay": "delay_minutes is outside 0..525600 (SPEC §11)"}
 
 def _skip(c: asyncpg.Record, reason: str) -> dict[str, Any]:
     return {"lead_id": str(c["lead_id"]), "channel": c["primary_channel"]
-            if c["primary_channel"] in ("voice", "whatsapp", "sms", "email") else None,
+            if c["primary_channel"] in CHANNELS else None,
             "campaign_id": str(c["campaign_id"]), "step": c["step"],
             "campaign_lead_id": str(c["campaign_lead_id"]), "reason": reason,
             "suppression_reason": c["suppression_reason"]}
@@ -148,7 +149,7 @@ def window_start(now: datetime, days: int = REACTIVATION_WINDOW_DAYS) -> datetim
 
 
 def reachable_channels(has_phone: bool, has_email: bool) -> list[str]:
-    return [c for c in ("voice", "whatsapp", "sms", "email") if (has_email if c == "email" else has_phone)]
+    return [c for c in CHANNELS if (has_email if c == "email" else has_phone)]
 
 
 def reactivation_payload(row: asyncpg.Record | dict[str, Any], now: datetime, window: datetime) -> dict[str, Any]:

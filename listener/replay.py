@@ -28,8 +28,10 @@ from uuid import UUID
 
 import asyncpg
 
+from listener.appointments import replay_reminders
 from listener.queries import Q
 from listener.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionStats, react_to_events
+from listener.settings import Settings, get_settings
 
 PAGE = 200
 BATCH = 50  # events per committed transaction (a dry run uses one transaction for everything)
@@ -78,6 +80,7 @@ class ReplaySummary:
     reactions: ReactionStats = field(default_factory=ReactionStats)
     created: list[dict[str, Any]] = field(default_factory=list)
     canceled: list[dict[str, Any]] = field(default_factory=list)
+    reminders_created: list[dict[str, Any]] = field(default_factory=list)  # SPEC §15: missing appointment reminders
 
     def as_dict(self) -> dict[str, Any]:
         r = self.reactions
@@ -92,6 +95,7 @@ class ReplaySummary:
             "steps_advanced": r.steps_advanced, "cooldowns_scheduled": self.cooldowns_scheduled,
             "decisions": dict(sorted(r.decisions.items())),
             "created": self.created[:MAX_LISTED], "canceled": self.canceled[:MAX_LISTED],
+            "reminders_created": self.reminders_created[:MAX_LISTED],
         }
 
 
@@ -161,7 +165,7 @@ async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary:
 
 async def replay(pool: asyncpg.Pool, since: datetime, until: datetime | None = None, lead_id: UUID | None = None,
                  *, dry_run: bool = False, on_total: Callable[[int], None] | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> ReplaySummary:
+                 on_progress: Callable[[int], None] | None = None, settings: Settings | None = None) -> ReplaySummary:
     """Replay the actionable events with since <= created_at < until (until defaults to now: events written
     while replaying are not walked)."""
     async with pool.acquire() as conn:
@@ -176,11 +180,16 @@ async def replay(pool: asyncpg.Pool, since: datetime, until: datetime | None = N
             try:
                 async with conn.transaction():
                     await _walk(conn, summary, cursor, on_progress, commit_every=None)
+                    summary.reminders_created = await replay_reminders(conn, settings or get_settings(), since,
+                                                                       until, lead_id)
                     raise _Rollback
             except _Rollback:
                 pass
         else:
             await _walk(conn, summary, cursor, on_progress, commit_every=BATCH)
+            async with conn.transaction():
+                summary.reminders_created = await replay_reminders(conn, settings or get_settings(), since, until,
+                                                                   lead_id)
     return summary
 
 

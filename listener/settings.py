@@ -92,10 +92,56 @@ class Settings(BaseSettings):
             raise ValueError("not an email address")
         return value
 
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours_parse(cls, value: str) -> str:
+        from listener.sendrules import parse_quiet_hours  # §13; sendrules imports nothing from here
+
+        parse_quiet_hours(value)
+        return value.strip()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _default_timezone_known(cls, value: str) -> str:
+        from listener.sendrules import valid_zone
+
+        if not valid_zone(value):
+            raise ValueError("not a known IANA time zone (e.g. UTC, America/New_York)")
+        return value.strip()
+
     @field_validator("default_region")
     @classmethod
     def _region_upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("appointment_reminders")
+    @classmethod
+    def _reminder_minutes(cls, value: str) -> str:
+        """Minutes before an appointment, comma-separated (`1440,60`); `off` or empty: no reminders. Normalised to
+        distinct integers, largest first."""
+        text = value.strip().lower()
+        if text in ("", "off", "none"):
+            return ""
+        minutes: set[int] = set()
+        for part in text.split(","):
+            part = part.strip()
+            if not part.isdigit() or not 1 <= int(part) <= 525_600:
+                raise ValueError("a comma-separated list of whole minutes between 1 and 525600 (e.g. 1440,60), "
+                                 "or off")
+            minutes.add(int(part))
+        return ",".join(str(m) for m in sorted(minutes, reverse=True))
+
+    @field_validator("appointment_channel")
+    @classmethod
+    def _appointment_channel(cls, value: str) -> str:
+        channel = value.strip().lower()
+        if channel not in ("voice", "whatsapp", "sms", "email"):
+            raise ValueError("one of whatsapp, sms, voice, email")
+        return channel
+
+    @property
+    def appointment_reminder_minutes(self) -> tuple[int, ...]:
+        return tuple(int(m) for m in self.appointment_reminders.split(",") if m)
 
     @property
     def twilio_configured(self) -> bool:

@@ -22,9 +22,10 @@ class Result:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any of the daemon's settings, plus `extra`."""
+    """This process's environment without any of the daemon's settings (quiet hours off), plus `extra`."""
     env = {k: v for k, v in os.environ.items()
            if k.upper() not in SETTING_NAMES and not k.upper().startswith(SETTING_PREFIXES)}
+    env["REVENUE_ASI_QUIET_HOURS"] = "off"  # tests run at any hour; quiet-hours tests pass their own in `extra`
     env.update(extra)
     return env
 

@@ -17,8 +17,10 @@ from listener.settings import Settings, load_settings
 
 
 def daemon_settings(fake: SandboxProviders | None, **overrides: Any) -> Settings:
+    # quiet hours off: these tests are not about the clock and must pass at any hour (tests/test_sendrules*.py
+    # turn them on with an explicit zone chosen at run time)
     base: dict[str, Any] = {"sweep_interval_s": 0.5, "lease_s": 5, "provider_timeout_s": 2,
-                            "shutdown_grace_s": 5}
+                            "shutdown_grace_s": 5, "quiet_hours": "off"}
     if fake is not None:
         base.update(fake.settings_overrides())
     base.update(overrides)

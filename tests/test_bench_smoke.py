@@ -49,7 +49,14 @@ def test_bench_all_quick_has_every_field(tmp_path):
         assert r["received"] == r["touches"] and r["missing"] == 0 and r["sent_twice"] == 0
 
     runs = result["throughput"]["runs"]
-    assert [(r["daemons"], r["concurrency"]) for r in runs] == [(1, 32), (1, 128), (2, 128)]
+    assert [(r["daemons"], r["concurrency"], r["dashboard_open"]) for r in runs] == [
+        (1, 32, False), (1, 32, False), (1, 128, False), (2, 128, False), (1, 32, True)]
+    assert runs[-1]["dashboard_feed_events"] > 0  # the live feed really was connected and delivering
+    assert result["throughput"]["dashboard_open_ratio"] > 0
+    dashboard = result["latency"]["dashboard"]
+    assert dashboard["open"]["received"] == dashboard["open"]["touches"] == 200
+    assert dashboard["p50_ratio_closed_over_open"] > 0
+    assert result["throughput"]["sending_rules_ratio"] > 0
     for r in runs:
         has(r, "touches", "seconds", "touches_per_s", "send_phase_s", "sent", "requests", "sent_twice",
             "cpu_us_per_touch")

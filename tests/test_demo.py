@@ -11,10 +11,13 @@ from tests.cli_runner import cli, cli_env
 
 
 async def test_demo_runs_cadences_live_and_summarises(db, db_url):
-    result = await cli("demo", "--seconds", "25", env=cli_env(db_url), timeout=90)
+    # the default quiet hours: the demo places its leads at run time (daytime zones, one night zone)
+    result = await cli("demo", "--seconds", "25", env=cli_env(db_url, REVENUE_ASI_QUIET_HOURS="21:00-08:00"),
+                       timeout=90)
     assert result.rc == 0, result.err
     out = result.out
     assert "SANDBOX providers: fake Twilio + ElasticEmail on http://127.0.0.1:" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ — live while the demo runs", out)
     account_id = uuid.UUID(re.search(r"demo account: Revenue ASI demo .* \(([0-9a-f-]{36})\)", out).group(1))
     campaign_id = uuid.UUID(re.search(r"campaign ([0-9a-f-]{36}) · 8 leads", out).group(1))
 
@@ -23,6 +26,11 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
     assert re.search(r"Carla Gomez +voice failed: 21211 \(permanent\)", out)
     assert re.search(r"decision: switch voice → whatsapp", out)
     assert re.search(r"Bruno Diaz +cadence stopped: unsubscribe", out)
+    # quiet hours (SPEC §13): Gabi lives where it is night now; her call waits for 08:00 her time
+    assert re.search(r"Gabi Torres +voice touch deferred: quiet_hours until 08:00 lead time \(Etc/GMT", out)
+    deferred = await db.fetch("select e.payload from core_memory_events e join leads l on l.id = e.lead_id"
+                              " where l.account_id = $1 and e.event_type = 'touch_deferred'", account_id)
+    assert [d["payload"]["reason"] for d in deferred] == ["quiet_hours"]
     assert "touches by channel" in out and "fallback decisions" in out and "cadences" in out
     summary = re.search(r"cadences completed (\d+) · stopped (\d+) · still active (\d+)", out)
     completed, stopped, active = (int(x) for x in summary.groups())
@@ -53,7 +61,7 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
                            " where l.full_name = 'Diego Ruiz' and t.account_id = $1 and t.status = 'sent'", account_id)
     assert diego and {t["channel"] for t in diego} == {"email"}
     if "demo finished: every cadence ended" in out:
-        assert completed >= 1 and active == 0
+        assert completed >= 1 and active == 1  # Gabi's cadence waits for her morning
     else:  # time ran out first: nothing of the demo is left to be sent later
         assert await db.fetchval("select count(*) from touch_runs where account_id = $1"
                                  " and status in ('queued', 'scheduled', 'processing')", account_id) == 0
@@ -63,6 +71,7 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
     assert again.rc == 0, again.err
     second = json.loads(again.out)
     assert second["account_id"] != str(account_id) and second["leads"] == 3
+    assert second["dashboard_url"].startswith("http://127.0.0.1:")
     assert "SANDBOX" in again.err
     assert await db.fetchval("select count(*) from accounts where name like 'Revenue ASI demo %'") == 2
 

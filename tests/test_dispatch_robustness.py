@@ -53,7 +53,7 @@ async def test_sigkill_mid_send_never_sends_twice(db, db_url):
     async with SandboxProviders() as fake:
         fake.set_mode("hang")
         env = {**os.environ, "DATABASE_URL": db_url, "REVENUE_ASI_LEASE_S": "2", "REVENUE_ASI_SWEEP_INTERVAL_S": "0.5",
-               "REVENUE_ASI_PROVIDER_TIMEOUT_S": "60",
+               "REVENUE_ASI_PROVIDER_TIMEOUT_S": "60", "REVENUE_ASI_QUIET_HOURS": "off",
                **{k: str(v) for k, v in {"TWILIO_ACCOUNT_SID": fake.account_sid,
                                          "TWILIO_AUTH_TOKEN": fake.settings_overrides()["twilio_auth_token"],
                                          "TWILIO_BASE_URL": fake.base_url}.items()}}

@@ -304,7 +304,7 @@ async def test_email_429_retry_after_then_success(fake: SandboxProviders, email:
 async def test_429_until_deadline_is_transient_20429(fake: SandboxProviders, twilio: TwilioProvider) -> None:
     fake.set_mode("rate_limit:0.1")
     with pytest.raises(ProviderError) as info:
-        await twilio.send(msg("sms"), deadline=soon(0.5))
+        await twilio.send(msg("sms"), deadline=soon(1.0))
     assert (info.value.error_code, info.value.failure_class, info.value.http_status) == ("20429", "transient", 429)
     assert len(fake.requests) > 1
 
@@ -326,7 +326,7 @@ async def test_email_429_until_deadline_is_rate_limited(fake: SandboxProviders, 
 async def test_5xx_until_deadline_is_transient_and_retried(fake: SandboxProviders, twilio: TwilioProvider) -> None:
     fake.set_mode("server_error")
     with pytest.raises(ProviderError) as info:
-        await twilio.send(msg("sms"), deadline=soon(0.5))
+        await twilio.send(msg("sms"), deadline=soon(1.0))
     assert (info.value.error_code, info.value.failure_class, info.value.http_status) == ("http_500", "transient", 500)
     assert 1 < len(fake.requests) <= 6
 
@@ -350,7 +350,7 @@ async def test_email_5xx_then_success(fake: SandboxProviders, email: ElasticEmai
 async def test_email_5xx_until_deadline(fake: SandboxProviders, email: ElasticEmailProvider) -> None:
     fake.set_mode("server_error")
     with pytest.raises(ProviderError) as info:
-        await email.send(msg("email"), deadline=soon(0.4))
+        await email.send(msg("email"), deadline=soon(1.0))
     assert (info.value.error_code, info.value.failure_class) == ("http_500", "transient")
     assert len(fake.requests) > 1
 

@@ -34,7 +34,7 @@ async def test_status_json_and_text(db, db_url):
     assert status["cadences"]["campaign_leads"] == {"active": 1}
     assert status["cadences"]["next_scheduled_at"] is not None
     jobs = status["jobs"]
-    assert set(jobs) == {"sweep", "touch-orchestrator", "reactivation"}
+    assert set(jobs) == {"sweep", "touch-orchestrator", "reactivation", "reconcile", "enrichment"}
     assert jobs["sweep"] is None and jobs["reactivation"] is None
     assert jobs["touch-orchestrator"]["dry_run"] is True and jobs["touch-orchestrator"]["stats"]["created"] == 1
 

@@ -58,6 +58,8 @@ def test_the_wheel_carries_the_sql_and_not_the_bench(wheel: Path) -> None:
     assert any(n.startswith("listener/sql/views/") for n in shipped)
     assert any(n.startswith("listener/queries/") for n in shipped)
     assert not any(n.startswith("bench/") for n in names)
+    for path in [*(REPO / "listener" / "web" / "templates").glob("*.html"), *(REPO / "listener" / "web" / "static").iterdir()]:
+        assert path.relative_to(REPO).as_posix() in names  # the dashboard's templates and static files
 
 
 async def test_the_installed_console_script_migrates_and_sends_a_touch(installed: Path, empty_db_url, tmp_path):

@@ -24,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from listener.errors import ProviderError
 from listener.sanitize import clean_answer, scrub_secrets
 from listener.payload import CHANNELS, Channel
+from listener.vocabulary import PROVIDER_FOR_CHANNEL as VOCABULARY_PROVIDERS
 
 if TYPE_CHECKING:
     from listener.settings import Settings
@@ -31,12 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("listener.providers")
 
 ProviderName = Literal["twilio", "elasticemail"]
-PROVIDER_FOR_CHANNEL: dict[str, ProviderName] = {
-    "voice": "twilio",
-    "whatsapp": "twilio",
-    "sms": "twilio",
-    "email": "elasticemail",
-}
+PROVIDER_FOR_CHANNEL: dict[str, ProviderName] = dict(VOCABULARY_PROVIDERS)  # type: ignore[arg-type]
 
 MAX_ATTEMPTS = 6
 BACKOFF_INITIAL_S = 0.1

@@ -33,15 +33,16 @@ select event_type, count(*)::bigint as n from core_memory_events
 where created_at > now() - interval '1 hour' group by event_type order by event_type
 
 -- name: status_queue
+-- One sub-select per number, each walking a partial index of open touches (touch_runs_due, touch_runs_leases):
+-- the cost follows the open queue, not the table.
 select
-  count(*) filter (where status in ('queued', 'scheduled') and scheduled_at <= now())::bigint as due,
-  count(*) filter (where status = 'scheduled' and scheduled_at > now())::bigint                 as scheduled_later,
-  count(*) filter (where status = 'processing')::bigint                                         as processing,
-  extract(epoch from (now() - min(scheduled_at) filter (where status in ('queued', 'scheduled')
-                                                        and scheduled_at <= now())))::float8    as oldest_due_age_s,
-  (select count(*) from event_reactions where failed_at is null)::bigint                         as pending_reactions
-from touch_runs
-where status in ('queued', 'scheduled', 'processing')
+  (select count(*) from touch_runs where status in ('queued', 'scheduled') and scheduled_at <= now())::bigint as due,
+  (select count(*) from touch_runs where status = 'scheduled' and scheduled_at > now())::bigint as scheduled_later,
+  (select count(*) from touch_runs where status = 'processing')::bigint as processing,
+  extract(epoch from (now() - (select min(scheduled_at) from touch_runs
+                               where status in ('queued', 'scheduled') and scheduled_at <= now())))::float8
+                                                                                                as oldest_due_age_s,
+  (select count(*) from event_reactions where failed_at is null)::bigint as pending_reactions
 
 -- name: status_failures_last_hour
 select coalesce(e.payload->>'error_code', 'unknown') as error_code, count(*)::bigint as n
@@ -50,8 +51,17 @@ where e.event_type = 'touch_failed' and e.created_at > now() - interval '1 hour'
 group by 1 order by n desc, 1
 
 -- name: status_last_job_runs
-select distinct on (job) job, started_at, finished_at, dry_run, stats, error
-from job_runs order by job, started_at desc
+-- The newest run of each job: a loose index scan over job_runs_job (job, started_at desc), one probe per job.
+with recursive names as (
+  (select job from job_runs order by job limit 1)
+  union all
+  select (select r.job from job_runs r where r.job > n.job order by r.job limit 1) from names n where n.job is not null
+)
+select r.job, r.started_at, r.finished_at, r.dry_run, r.stats, r.error
+from names n
+cross join lateral (select * from job_runs r where r.job = n.job order by r.started_at desc limit 1) r
+where n.job is not null
+order by r.job
 
 -- name: end_open_transaction
 -- A pooled connection released inside a transaction (listener.database.light_reset).

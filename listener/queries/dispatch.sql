@@ -37,6 +37,7 @@ select
   t.id, t.account_id, t.lead_id, t.campaign_id, t.step, t.channel, t.payload::text as payload_json,
   c.phone as lead_phone, c.email as lead_email, c.first_name, l.full_name, c.company_name,
   ps.provider as provider_name, ps.config::text as provider_config_json,
+  ps.id as provider_settings_id, l.timezone as lead_timezone, le.timezone as enriched_timezone,
   s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
   (select max(e.created_at) from core_memory_events e
    where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
@@ -46,6 +47,7 @@ from claimed t
 join leads l on l.id = t.lead_id
 join lead_contacts_v1 c on c.lead_id = t.lead_id
 join lead_suppression_status_v1 s on s.lead_id = t.lead_id
+left join lead_enriched le on le.lead_id = t.lead_id
 left join account_provider_settings ps
   on ps.account_id = t.account_id and ps.channel = t.channel and ps.is_default
 

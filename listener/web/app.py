@@ -62,17 +62,31 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         await app[POOL].close()
 
 
-async def serve(settings: Settings, url: str, host: str | None = None, port: int | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set (or forever); binds REVENUE_ASI_HTTP_HOST:PORT unless told otherwise."""
+async def start(settings: Settings, url: str, host: str | None = None,
+                port: int | None = None) -> tuple[web.AppRunner, str]:
+    """Start serving in the background; returns the runner (call `cleanup()` to stop) and the base URL
+    (with the port actually bound, when `port` is 0)."""
     host = host or settings.http_host
     port = settings.http_port if port is None else port
     check_bind(settings, host)
-    runner = web.AppRunner(create_app(settings, url), access_log=None)
+    runner = web.AppRunner(create_app(settings, url), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("web application on http://%s:%d", host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1] if runner.addresses else port
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{bound}/"
+
+
+async def serve(settings: Settings, url: str, host: str | None = None, port: int | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or forever); binds REVENUE_ASI_HTTP_HOST:PORT unless told otherwise."""
+    runner, base = await start(settings, url, host, port)
+    log.info("web application on %s", base)
     try:
         await (stop or asyncio.Event()).wait()
     finally:

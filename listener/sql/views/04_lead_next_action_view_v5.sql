@@ -1,7 +1,7 @@
 -- The brain (SPEC §8): one recommendation per lead, in this order of precedence:
 --   stop_all   unsubscribed / do_not_contact
 --   cooldown   reply_negative within 30 days (delay = minutes until the cooldown ends)
---   do_nothing a positive reply or an appointment (a human has it), no contact value at all,
+--   do_nothing a positive reply or an appointment (a human has it; an upcoming booked one too), no contact value at all,
 --              or touched within the last 45 days with nothing open (delay = minutes until reactivation)
 --   send       open touches or an active campaign (delay = minutes until the next open touch is due),
 --              or never touched at all
@@ -27,7 +27,10 @@ with facts as (
     ot.open_touches,
     ot.next_due_at,
     exists (select 1 from campaign_leads cl join campaigns cp on cp.id = cl.campaign_id
-            where cl.lead_id = c.lead_id and cl.status = 'active' and cp.status = 'active') as in_active_campaign
+            where cl.lead_id = c.lead_id and cl.status = 'active' and cp.status = 'active') as in_active_campaign,
+    -- SPEC §15: a lead with an upcoming appointment is never reactivated (even before appointment_booked is written)
+    exists (select 1 from appointments a
+            where a.lead_id = c.lead_id and a.status = 'booked' and a.starts_at > now()) as has_upcoming_appointment
   from lead_contacts_v1 c
   join leads l on l.id = c.lead_id
   join lead_suppression_status_v1 sup on sup.lead_id = c.lead_id
@@ -54,7 +57,7 @@ decided as (
     case
       when f.is_unsubscribed then 'stop_all'
       when f.in_negative_cooldown then 'cooldown'
-      when coalesce(f.has_positive, false) then 'do_nothing'
+      when coalesce(f.has_positive, false) or f.has_upcoming_appointment then 'do_nothing'
       when not (f.has_phone or f.has_email) then 'do_nothing'
       when f.open_touches > 0 or f.in_active_campaign then 'send'
       when f.last_outbound_at is null then 'send'
@@ -88,5 +91,6 @@ select
   d.suppression_reason,
   d.last_outbound_at,
   d.open_touches,
-  d.in_active_campaign
+  d.in_active_campaign,
+  d.has_upcoming_appointment
 from decided d;

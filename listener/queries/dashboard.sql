@@ -1,0 +1,119 @@
+-- Director dashboard, JSON API and health (SPEC §14). Every query here runs in a read-only transaction with a
+-- statement_timeout (listener/web/db.py) and reads a bounded slice through an index (listed per query).
+
+-- name: dash_session_limits
+select set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)
+
+-- name: dash_ping
+select 1
+
+-- name: dash_now
+select now()
+
+-- name: dash_heartbeats
+-- daemon_heartbeats_beat_at: the daemons seen in the last day, newest beat first.
+select worker_id, hostname, pid, started_at, beat_at, interval_s, listen_connected, stopped_at,
+       extract(epoch from (now() - beat_at))::float8 as age_s,
+       (stopped_at is null and beat_at > now() - make_interval(secs => 3 * interval_s + 2)) as alive
+from daemon_heartbeats
+where beat_at > now() - interval '1 day'
+order by beat_at desc
+limit 20
+
+-- name: dash_leases_expiring
+-- touch_runs_leases: leases that end within $1 seconds (or already ended: the sweep reclaims them).
+select count(*)::bigint from touch_runs
+where status = 'processing' and locked_until < now() + make_interval(secs => $1)
+
+-- name: dash_deferred_by_reason
+-- core_memory_events_deferred, then touch_runs_pkey: touches deferred in the last day that still wait, by reason
+-- (§13 touch_deferred events; a newer deferral of the same touch wins).
+select reason, count(*)::bigint as n
+from (
+  select distinct on (t.id) t.id, coalesce(e.payload->>'reason', 'unknown') as reason
+  from core_memory_events e
+  join touch_runs t on t.id = case when e.payload->>'touch_run_id' ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                                   then (e.payload->>'touch_run_id')::uuid end
+  where e.event_type = 'touch_deferred' and e.created_at > now() - interval '1 day'
+    and t.status = 'scheduled' and t.scheduled_at > now()
+  order by t.id, e.created_at desc
+) d
+group by reason
+order by n desc, reason
+
+-- name: dash_channel_last_hour
+-- core_memory_events_created: touch outcomes of the last hour by channel.
+select coalesce(channel, 'unknown') as channel, event_type, count(*)::bigint as n
+from core_memory_events
+where created_at > now() - interval '1 hour' and event_type in ('touch_sent', 'touch_failed', 'touch_canceled')
+group by 1, 2
+
+-- name: dash_recent_events
+-- core_memory_events_created, newest first. Only fields safe to show: never bodies or contact data.
+select e.id, e.lead_id, e.event_type, e.event_source, e.channel, e.direction, e.created_at,
+       e.payload->>'touch_run_id' as touch_run_id, e.payload->>'error_code' as error_code,
+       e.payload->>'reason' as reason, e.payload->>'decision' as decision, e.payload->>'next_channel' as next_channel,
+       e.payload->>'provider_status' as provider_status
+from core_memory_events e
+where ($1::timestamptz is null or e.created_at > $1)
+order by e.created_at desc, e.id desc
+limit $2
+
+-- name: dash_touches
+-- touch_runs_created walked backwards (filters on it), touch_runs_lead_key for a lead, touch_runs_failed_code for
+-- an error code, touch_runs_due / touch_runs_leases for open statuses. Keyset pagination on (created_at, id).
+select t.id, t.lead_id, l.full_name as lead_name, t.campaign_id, c.name as campaign_name, t.step, t.channel,
+       t.status, t.scheduled_at, t.sent_at, t.created_at, t.updated_at,
+       case when t.status = 'failed' then split_part(t.error, ':', 1) end as error_code, t.error,
+       t.provider_message_id
+from touch_runs t
+left join leads l on l.id = t.lead_id
+left join campaigns c on c.id = t.campaign_id
+where ($1::text is null or t.status = $1)
+  and ($2::text is null or t.channel = $2)
+  and ($3::uuid is null or t.campaign_id = $3)
+  and ($4::text is null or (t.status = 'failed' and split_part(t.error, ':', 1) = $4))
+  and ($5::uuid is null or t.lead_id = $5)
+  and ($6::timestamptz is null or (t.created_at, t.id) < ($6, $7::uuid))
+order by t.created_at desc, t.id desc
+limit $8
+
+-- name: dash_touch
+-- touch_runs_pkey. to_jsonb: columns added by later migrations (delivery_status, …) come along by themselves.
+select to_jsonb(t) as touch, l.full_name as lead_name, c.name as campaign_name
+from touch_runs t
+left join leads l on l.id = t.lead_id
+left join campaigns c on c.id = t.campaign_id
+where t.id = $1
+
+-- name: dash_touch_events
+-- core_memory_events_touch_run: every event of one touch, oldest first.
+select id, event_type, event_source, channel, direction, payload, score_delta, created_at
+from core_memory_events
+where payload->>'touch_run_id' = $1::text
+order by created_at, id
+limit 500
+
+-- name: dash_campaigns
+select c.id, c.name, c.status, c.message_class, c.created_at,
+       (select count(*) from campaign_steps s where s.campaign_id = c.id)::int as steps
+from campaigns c
+order by c.created_at desc, c.id
+limit $1
+
+-- name: dash_campaign_funnel
+-- campaign_leads_funnel (index-only): campaign leads per campaign, step, status and stop reason.
+select campaign_id, current_step as step, status, stop_reason, count(*)::bigint as n
+from campaign_leads
+where campaign_id = any($1::uuid[])
+group by 1, 2, 3, 4
+order by 1, 2, 3, 4
+
+-- name: dash_jobs
+-- job_runs_started (all jobs) or job_runs_job (one job), newest first.
+select id, job, started_at, finished_at, dry_run, stats, error,
+       (extract(epoch from (finished_at - started_at)) * 1000)::float8 as took_ms
+from job_runs
+where ($1::text is null or job = $1)
+order by started_at desc
+limit $2

@@ -1,0 +1,92 @@
+"""Jinja2 templates shipped in the package (listener/web/templates) and the filters they use; no build step."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import jinja2
+from aiohttp import web
+
+ENV_KEY = web.AppKey("jinja_env", jinja2.Environment)
+SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api[_-]?key|authorization|auth_token", re.IGNORECASE)
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def scrub(value: Any, secrets: list[str]) -> Any:
+    """A payload fit to show: values under secret-looking keys masked, and every configured secret replaced."""
+    if isinstance(value, dict):
+        return {k: ("***" if SECRET_KEY_PATTERN.search(str(k)) and v not in (None, "") else scrub(v, secrets))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "***")
+    return value
+
+
+def when(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return str(value).replace("T", " ")[:19]
+
+
+def ago(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    if s < 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
+def short(value: Any) -> str:
+    return "-" if value is None else str(value)[:8]
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(jsonable(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("listener.web", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]),
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(when=when, ago=ago, short=short, pretty=pretty)
+    return env
+
+
+def page(request: web.Request, name: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
+    """The whole page, or only its `content` block when the page's live script asks (X-Fragment: 1)."""
+    template = request.app[ENV_KEY].get_template(name)
+    context = {"path": request.path, "query": request.query, **context}
+    if request.headers.get("X-Fragment") == "1" and "content" in template.blocks:
+        html = "".join(template.blocks["content"](template.new_context(context)))
+    else:
+        html = template.render(context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
