@@ -23,7 +23,7 @@ def _env(db_url: str, fake: SandboxProviders, **extra: str) -> dict[str, str]:
            if not k.startswith(("TWILIO_", "ELASTICEMAIL_", "REVENUE_ASI_")) and k != "PORT"}
     env.update({"DATABASE_URL": db_url, "TWILIO_ACCOUNT_SID": overrides["twilio_account_sid"],
                 "TWILIO_AUTH_TOKEN": overrides["twilio_auth_token"], "TWILIO_BASE_URL": fake.base_url,
-                "REVENUE_ASI_SWEEP_INTERVAL_S": "0.5", **extra})
+                "REVENUE_ASI_SWEEP_INTERVAL_S": "0.5", "REVENUE_ASI_QUIET_HOURS": "off", **extra})
     return env
 
 
