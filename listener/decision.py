@@ -8,11 +8,12 @@
 a. routing / routing.fallback missing -> stop ``no_fallback_plan``; not the v2 shape -> stop ``invalid_plan``
    (see :func:`parse_plan` for the exact shape);
 b. a stop_on_events event of the lead in [cadence start, now] -> stop ``stop_event:<type>`` (the earliest);
-c. suppressed at now (unsubscribe / do_not_contact ever, reply_negative in the last 30 days) ->
+c. suppressed at now (do_not_contact ever, an unsubscribe not followed by a resubscribe, reply_negative in the last
+   30 days) ->
    stop ``suppressed:<reason>``;
 d. now > expires_at -> stop ``expired``;
 e. per channel: attempts (touch_sent + touch_failed events up to now), allowed (max_attempts, missing 1), a permanent
-   failure, reachability (phone for voice/whatsapp/sms, email for email); exhausted when any of them says so;
+   failure (touch_failed, or a webhook's touch_undelivered / email_bounced, with failure_class permanent), reachability (phone for voice/whatsapp/sms, email for email); exhausted when any of them says so;
 f. the current channel not exhausted: ``retry_same_channel`` once last attempt + cooldown <= now, else
    ``wait_cooldown``;
 g. exhausted: ``switch_channel`` to the first later channel in the order that is not exhausted (from the start of the
@@ -50,6 +51,9 @@ NEGATIVE_COOLDOWN = timedelta(days=30)  # 720 hours, as in SQL (interval '720 ho
 MAX_COOLDOWN_MINUTES = 525_600  # one year (SPEC §11): cooldowns and delays beyond it make a plan invalid
 MAX_ATTEMPTS = 20  # SPEC §11: max_attempts is an integer 0..20
 ATTEMPT_EVENTS: frozenset[str] = frozenset({"touch_sent", "touch_failed"})
+# Provider webhooks (SPEC §12): not attempts, but a permanent one exhausts the channel like a permanent touch_failed.
+UNDELIVERY_EVENTS: frozenset[str] = frozenset({"touch_undelivered", "email_bounced"})
+PERMANENT_FAILURE_EVENTS: frozenset[str] = frozenset({"touch_failed"}) | UNDELIVERY_EVENTS
 
 # expires_at: ISO 8601 with an offset, the same pattern as the SQL (fullmatch, ASCII digits only).
 _ISO_TS = re.compile(
@@ -269,8 +273,10 @@ def cooldown_interval(minutes: Fraction | Decimal | int | float) -> timedelta:
 
 def suppression_reason(events: Sequence[LeadEvent], now: datetime) -> str | None:
     """Mirror of SQL lead_suppression_status_at(lead, now).reason."""
+    resubscribed = [e.created_at for e in events if e.event_type == "resubscribe" and e.created_at <= now]
     unsubscribes = sorted((e.created_at, e.event_type) for e in events
-                          if e.event_type in SUPPRESSION_EVENTS and e.created_at <= now)
+                          if e.event_type in SUPPRESSION_EVENTS and e.created_at <= now
+                          and (e.event_type == "do_not_contact" or not any(r > e.created_at for r in resubscribed)))
     if unsubscribes:
         return unsubscribes[0][1]
     if any(e.event_type == "reply_negative" and now - NEGATIVE_COOLDOWN < e.created_at <= now for e in events):
@@ -279,12 +285,12 @@ def suppression_reason(events: Sequence[LeadEvent], now: datetime) -> str | None
 
 
 def _channel_state(channel: str, plan: Plan, inputs: DecisionInputs, now: datetime) -> ChannelState:
-    events = [a for h in inputs.history if h.channel == channel for a in h.attempts
-              if a.event_type in ATTEMPT_EVENTS and a.created_at <= now]
+    seen = [a for h in inputs.history if h.channel == channel for a in h.attempts if a.created_at <= now]
+    events = [a for a in seen if a.event_type in ATTEMPT_EVENTS]
     attempts_done = len(events)
     allowed = plan.attempts_allowed(channel)
     last = max((a.created_at for a in events), default=None)
-    permanent = any(a.event_type == "touch_failed" and a.failure_class == "permanent" for a in events)
+    permanent = any(a.event_type in PERMANENT_FAILURE_EVENTS and a.failure_class == "permanent" for a in seen)
     reachable = inputs.has_email if channel == "email" else (inputs.has_phone if channel in PHONE_CHANNELS else False)
     return ChannelState(
         channel=channel,

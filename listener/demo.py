@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -33,19 +36,24 @@ from listener.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
 from listener.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
 from listener.settings import Settings, load_settings
+from listener.web.app import create_app
 
 ACCOUNT_PREFIX = "Revenue ASI demo"
 CHANNELS = ("voice", "whatsapp", "sms", "email")
 SYMBOL = {"sent": "✓", "failed": "✗", "canceled": "⊘", "queued": "…", "scheduled": "…", "processing": "→"}
 STOP_TYPES = ("reply_positive", "reply_negative", "appointment_booked", "do_not_contact", "unsubscribe")
 SHOWN_EVENTS = ("touch_sent", "touch_failed", "touch_canceled", "touch_deferred", "fallback_decision", "cadence_completed",
-                "cadence_stopped", "orchestrator_skipped") + STOP_TYPES
+                "cadence_stopped", "orchestrator_skipped", "touch_delivered", "touch_undelivered",
+                "reply_received") + STOP_TYPES
 POLL_S = 0.4
 
 STEP1_PLAN = {"order": ["voice", "whatsapp", "sms", "email"],
               "max_attempts": {"voice": 1, "whatsapp": 2, "sms": 1, "email": 1},
               "cooldown_minutes": {"voice": 0, "whatsapp": 0.04, "sms": 0, "email": 0}}  # 0.04 min = 2.4 s
 STEP2_PLAN = {"order": ["email"], "max_attempts": {"email": 1}, "cooldown_minutes": {"email": 0}}
+DEMO_CONTENT_SID = "HX" + "d" * 32  # a WhatsApp template: cold WhatsApp goes out only as one (SPEC §12)
+# Replies sent by SMS through the web application's POST /webhooks/twilio/inbound (signed by the sandbox).
+INBOUND_TEXT = {"unsubscribe": "STOP", "reply_positive": "Sí, me interesa, llámame", "reply_negative": "No, gracias"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,9 @@ def step_payload(step: int) -> dict[str, Any]:
             "routing": {"primary_channel": primary, "current_channel": primary, "fallback": plan,
                         "stop_on_events": ["reply_positive", "appointment_booked", "do_not_contact"]},
             "delivery": {"language": "es", "body": body, "variables": {},
-                         "channel_overrides": {"email": {"subject": subject}}},
+                         "channel_overrides": {"email": {"subject": subject},
+                                               "whatsapp": {"content_sid": DEMO_CONTENT_SID,
+                                                            "content_variables": {"1": "Sonrisa Dental"}}}},
             "provider": {"forced_provider": None, "forced_sender_id": None},
             "meta": {"dry_run": False, "debug_tag": "demo", "created_by": "revenue-asi demo"}}
 
@@ -109,6 +119,7 @@ class DemoWorld:
     campaign_id: uuid.UUID
     leads: dict[uuid.UUID, Persona]
     replied: set[uuid.UUID] = field(default_factory=set)
+    inbound: Callable[[str, str], Awaitable[str]] | None = None  # (phone, text) -> the webhook's outcome
 
 
 def _fixed_zones() -> list[str]:
@@ -257,6 +268,11 @@ def describe_event(e: asyncpg.Record | dict[str, Any]) -> str:
         return f"cadence stopped: {p.get('reason')}"
     if kind == "orchestrator_skipped":
         return f"orchestrator skipped: {p.get('reason')}"
+    if kind in ("touch_delivered", "touch_undelivered"):
+        return f"<- webhook: {e['channel']} {p.get('provider_status')}" + (
+            f" ({p.get('error_code')})" if p.get("error_code") else "")
+    if kind == "reply_received":
+        return f"<- webhook: reply {p.get('body')!r} ({p.get('classification')})"
     return f"inbound {kind} (simulated)"
 
 
@@ -374,7 +390,12 @@ async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Sna
         if person.reply is None or lead_id in world.replied:
             continue
         sent = sum(1 for t in snap.touches.get(lead_id, []) if t["status"] == "sent")
-        if sent >= person.reply_after_sent:
+        if sent >= person.reply_after_sent and world.inbound and person.phone and person.reply in INBOUND_TEXT:
+            text = INBOUND_TEXT[person.reply]
+            outcome = await world.inbound(person.phone, text)
+            world.replied.add(lead_id)
+            done.append((lead_id, f"{person.reply}: SMS {text!r} via POST /webhooks/twilio/inbound -> {outcome}"))
+        elif sent >= person.reply_after_sent:
             await conn.execute(
                 "insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload,"
                 " score_delta) values ($1, $2, 'demo_simulated_reply', $3, 'inbound', $4, $5)",
@@ -422,7 +443,19 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                 target = person.phone if person.rule_on == "phone" else person.email
                 if target:
                     fake.rule(to=target, mode=person.provider_rule)
-        settings = demo_settings(fake, **(settings_overrides or {}))
+        web_port = _free_port()
+        public_url = f"http://127.0.0.1:{web_port}"
+        settings = demo_settings(fake, public_url=public_url, **(settings_overrides or {}))
+        web_runner = await _start_web(settings, url, web_port)
+
+        async def inbound(phone: str, text: str) -> str:
+            status, answer = await fake.simulate_inbound(public_url + "/webhooks/twilio/inbound", from_=phone,
+                                                         to="+15005550006", body=text)
+            return str(answer.get("outcome", status))
+
+        world.inbound = inbound
+        console.print(f"web application (webhooks) on {public_url}: the sandbox posts signed status callbacks and "
+                      "replies to it", highlight=False)
         console.print(Text.assemble(("SANDBOX", "bold black on yellow"),
                                     f" providers: fake Twilio + ElasticEmail on {fake.base_url} (loopback, this "
                                     "process) — nothing reaches a real provider; some answers fail on purpose"))
@@ -438,8 +471,9 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         console.print(f"daemon {daemon.worker_id} running (dispatch, reactions, sweep, touch orchestrator every "
                       f"{settings.orchestrator_interval_s:g}s); enrolling leads…", highlight=False)
         try:
-            web_runner, dashboard_url = await start_dashboard(settings, url)
+            dashboard_runner, dashboard_url = await start_dashboard(settings, url)
         except BaseException:
+            await web_runner.cleanup()
             daemon.request_stop()
             await asyncio.wait_for(task, timeout=30)
             raise
@@ -458,6 +492,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
                 await asyncio.wait_for(task, timeout=30)
             if not ready.done():
                 ready.cancel()
+            await dashboard_runner.cleanup()
             await web_runner.cleanup()
             try:
                 left = await wind_down(conn, world)
@@ -544,3 +579,17 @@ async def _drive(conn: asyncpg.Connection, world: DemoWorld, daemon: Daemon, fak
     finally:
         if view is not None:
             view.__exit__(None, None, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _start_web(settings: Settings, url: str, port: int) -> web.AppRunner:
+    """The web application (webhooks) on loopback, so inbound events flow through real HTTP (SPEC §12)."""
+    runner = web.AppRunner(create_app(settings, url), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner

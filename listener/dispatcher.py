@@ -65,6 +65,7 @@ class ClaimedTouch:
     suppression_reason: str | None
     stop_event: str | None
     checked_at: datetime
+    last_whatsapp_reply_at: datetime | None = None  # the lead's last inbound WhatsApp message (SPEC §12)
     provider_settings_id: UUID | None = None
     lead_timezone: str | None = None
     enriched_timezone: str | None = None
@@ -263,7 +264,8 @@ class Dispatcher:
                     step=touch.step, channel=touch.channel, payload=raw,
                     lead_phone=touch.lead_phone, lead_email=touch.lead_email, first_name=touch.first_name,
                     full_name=touch.full_name, company_name=touch.company_name, provider_name=touch.provider_name,
-                    provider_config=self._configs.get(touch.id) or _config(touch.provider_config_json))
+                    provider_config=self._configs.get(touch.id) or _config(touch.provider_config_json),
+                    last_whatsapp_reply_at=touch.last_whatsapp_reply_at)
                 prepared = prepare_outbound(context, payload, templates, self.settings)
             except TouchFailure as failure:
                 self._done(failed(touch.id, failure, self._secrets))

@@ -3,7 +3,10 @@ QA sinks and dry-run, decided without any I/O."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +38,11 @@ class TouchContext(BaseModel):
     company_name: str | None = None
     provider_name: str | None = None  # default account_provider_settings.provider; None = no row
     provider_config: dict[str, Any] | None = None
+    last_whatsapp_reply_at: datetime | None = None  # the lead's last inbound WhatsApp message (SPEC §12)
+
+
+WHATSAPP_SESSION = timedelta(hours=24)
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
 
 
 class PreparedTouch(BaseModel):
@@ -66,6 +74,7 @@ def prepare_outbound(
     payload: TouchPayload,
     templates: Mapping[tuple[str, str], Template],
     settings: Settings,
+    now: datetime | None = None,
 ) -> PreparedTouch:
     """Everything needed to send (or dry-run) ``ctx``; a TouchFailure (permanent) when it cannot be sent."""
     if ctx.channel not in CHANNELS:
@@ -92,7 +101,25 @@ def prepare_outbound(
             )
     config = dict(ctx.provider_config or {})
 
-    rendered = render_message(payload, channel, templates, base_variables(ctx))
+    template = None
+    if channel == "whatsapp" and not in_whatsapp_session(ctx, now or datetime.now(UTC)):
+        template = whatsapp_template(payload)
+        if template is None:
+            raise TouchFailure(
+                "whatsapp_template_required",
+                "free-form WhatsApp only within 24 h of the lead's last inbound WhatsApp message; outside it name an "
+                "approved template in delivery.channel_overrides.whatsapp.content_sid",
+            )
+    if template is None:
+        rendered = render_message(payload, channel, templates, base_variables(ctx))
+        body, language, subject = rendered.body, rendered.language, rendered.subject
+    else:
+        try:  # the template carries the text; a body, when there is one, is kept for the record
+            rendered = render_message(payload, channel, templates, base_variables(ctx))
+            body, language = rendered.body, rendered.language
+        except TouchFailure:
+            body, language = "", (payload.delivery.language if payload.delivery and payload.delivery.language else "es")
+        subject = None
 
     sender_key = "from_email" if channel == "email" else "from"
     sender = (payload.forced_sender_id or "").strip() or _config_str(config, sender_key)
@@ -103,10 +130,12 @@ def prepare_outbound(
         sender=sender,
         sender_name=_config_str(config, "from_name"),
         messaging_service_sid=_config_str(config, "messaging_service_sid"),
-        subject=rendered.subject if channel == "email" else None,
-        body=rendered.body,
-        language=rendered.language,
+        subject=subject if channel == "email" else None,
+        body=body,
+        language=language,
         voice=_config_str(config, "voice") if channel == "voice" else None,
+        content_sid=template[0] if template else None,
+        content_variables=template[1] if template else None,
     )
     if channel == "email":  # refused before any request, dry runs included (SPEC §11)
         problem = email_header_problem(message)
@@ -119,3 +148,22 @@ def prepare_outbound(
         provider_config=config,
         dry_run=settings.dry_run or payload.is_dry_run,
     )
+
+
+def in_whatsapp_session(ctx: TouchContext, now: datetime) -> bool:
+    """Within 24 h of the lead's last inbound WhatsApp message: free-form text is allowed (SPEC §12)."""
+    last = ctx.last_whatsapp_reply_at
+    return last is not None and now - last < WHATSAPP_SESSION
+
+
+def whatsapp_template(payload: TouchPayload) -> tuple[str, str | None] | None:
+    """(ContentSid, ContentVariables as a JSON string) from delivery.channel_overrides.whatsapp, or None."""
+    override = payload.delivery.channel_overrides.get("whatsapp") if payload.delivery else None
+    if override is None or not override.content_sid or not override.content_sid.strip():
+        return None
+    sid = override.content_sid.strip()
+    if not _CONTENT_SID.fullmatch(sid):
+        raise TouchFailure("invalid_payload",
+                           "delivery.channel_overrides.whatsapp.content_sid must be HX followed by 32 hex digits")
+    variables = override.content_variables
+    return sid, (json.dumps({k: str(v) for k, v in variables.items()}, ensure_ascii=False) if variables else None)

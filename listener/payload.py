@@ -60,6 +60,8 @@ class Routing(_Open):
 class ChannelOverride(_Open):
     subject: str | None = None
     template_name: str | None = None
+    content_sid: str | None = None  # whatsapp: an approved template (Twilio ContentSid), SPEC §12
+    content_variables: dict[str, Any] | None = None
 
 
 class Delivery(_Open):

@@ -21,6 +21,8 @@ from listener.sanitize import clean_answer
 log = logging.getLogger(__name__)
 
 TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
+# Provider webhooks (SPEC §12): a permanent undelivery / bounce exhausts the channel, so the key is decided again.
+UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 
@@ -183,6 +185,9 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
         stats.events += 1
         if event["event_type"] in TOUCH_OUTCOMES:
             outcome_events.append(event)
+        elif event["event_type"] in UNDELIVERY_EVENTS:
+            if _failure_class(event) == "permanent":  # a permanent undelivery exhausts the channel: decide again
+                outcome_events.append(event)
         else:
             stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
                                                 event["created_at"]))
@@ -206,6 +211,16 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Rec
             triggers.append(event["id"])
         stats.add(await decide_and_act(conn, keys, triggers))
     return stats
+
+
+def _failure_class(event: asyncpg.Record | dict[str, Any]) -> str | None:
+    """payload.failure_class of an undelivery event: a column of the take query, or from replay's payload."""
+    keys = set(event.keys())
+    if "failure_class" in keys:
+        return event["failure_class"]  # type: ignore[no-any-return]
+    payload = event["payload"] if "payload" in keys else None
+    value = payload.get("failure_class") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _touch_run_id(event: asyncpg.Record | dict[str, Any]) -> UUID | None:

@@ -30,7 +30,7 @@ import asyncpg
 
 from listener.appointments import replay_reminders
 from listener.queries import Q
-from listener.reactions import TOUCH_OUTCOMES, ReactionStats, react_to_events
+from listener.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionStats, react_to_events
 from listener.settings import Settings, get_settings
 
 PAGE = 200
@@ -121,7 +121,7 @@ async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary:
     summary.by_event_type[event["event_type"]] = summary.by_event_type.get(event["event_type"], 0) + 1
     pending = await conn.fetchval(Q.replay_take_pending, event["id"]) is not None
     summary.pending_taken += pending
-    is_outcome = event["event_type"] in TOUCH_OUTCOMES
+    is_outcome = event["event_type"] in TOUCH_OUTCOMES or event["event_type"] in UNDELIVERY_EVENTS
     if not is_outcome and await conn.fetchval(Q.replay_stop_event_is_stale, event["lead_id"], event["created_at"],
                                               event["event_type"]):
         summary.stale_stop_events += 1

@@ -60,6 +60,10 @@ async def lead(
     return lead_id
 
 
+# An approved WhatsApp template (SPEC §12): outside the 24 h session window, WhatsApp goes out only as one.
+WHATSAPP_CONTENT_SID = "HX" + "0123456789abcdef" * 2
+
+
 def payload(
     channel: str = "sms",
     *,
@@ -67,6 +71,7 @@ def payload(
     plan: dict[str, Any] | None = None,
     expires_at: str | None = None,
     stop_on_events: list[str] | None = None,
+    whatsapp_template: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
     routing: dict[str, Any] = {"primary_channel": channel, "current_channel": channel}
@@ -80,6 +85,9 @@ def payload(
                             "delivery": {"language": "es", "variables": {"first_name": "John"}}}
     if body is not None:
         data["delivery"]["body"] = body
+    if whatsapp_template:
+        data["delivery"]["channel_overrides"] = {
+            "whatsapp": {"content_sid": WHATSAPP_CONTENT_SID, "content_variables": {"1": "John"}}}
     data.update(extra)
     return data
 

@@ -270,6 +270,8 @@ async def test_a_due_reminder_is_sent_after_reply_positive_by_the_running_daemon
             appt = await _book(db, account_id, lead_id, timedelta(seconds=126))
             await wait_until(db_url, "select count(*) = 1 from touch_runs where status = 'scheduled'"
                              " and payload->'meta'->>'appointment_id' = $1::uuid::text", appt)
+            # the lead wrote on WhatsApp: its 24 h session window is open, so the reminder goes out free-form (§12)
+            await factories.event(db, lead_id, "reply_received", channel="whatsapp")
             await factories.event(db, lead_id, "reply_positive")
             await wait_until(db_url, "select status = 'sent' from touch_runs"
                              " where payload->'meta'->>'appointment_id' = $1::uuid::text", appt, timeout=30)

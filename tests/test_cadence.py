@@ -149,6 +149,8 @@ async def test_two_step_campaign_runs_to_completion(db, db_url):
     await db.execute("insert into campaign_steps (campaign_id, step, delay_minutes, payload) values"
                      " ($1, 1, 0, $2), ($1, 2, 0.02, $3)", campaign_id, step1, step2)
     await db.execute("insert into campaign_leads (campaign_id, lead_id) values ($1, $2)", campaign_id, lead_id)
+    # the lead wrote on WhatsApp: its 24 h session window is open, so step 2 goes out free-form (SPEC §12)
+    await factories.event(db, lead_id, "reply_received", channel="whatsapp", created_ago_s=3600)
     async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake)):
         await db.fetchval(Q.insert_step_touch, campaign_id, lead_id, 1, datetime.now(UTC))
         await wait_until(db_url, "select status = 'completed' from campaign_leads where lead_id = $1", lead_id)

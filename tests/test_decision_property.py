@@ -164,7 +164,13 @@ def offsets(lo: int, hi: int) -> st.SearchStrategy[timedelta]:
                      st.integers(lo, hi), st.sampled_from([0, 0, 1, 250_000, 999_999]))
 
 
-ATTEMPT_KINDS = st.sampled_from(["sent", "sent", "sent", "failed", "failed", "failed_permanent", "failed_no_class"])
+ATTEMPT_KINDS = st.sampled_from(["sent", "sent", "sent", "failed", "failed", "failed_permanent", "failed_no_class",
+                                  # provider webhooks (SPEC §12): not attempts; permanent ones exhaust the channel
+                                  "undelivered_permanent", "undelivered_transient", "bounced_permanent"])
+WEBHOOK_KINDS = {"undelivered_permanent": ("touch_undelivered", "permanent"),
+                 "undelivered_transient": ("touch_undelivered", "transient"),
+                 "bounced_permanent": ("email_bounced", "permanent")}
+LEAD_EVENTS = [*INBOUND, "resubscribe", "resubscribe"]  # a resubscribe lifts an earlier unsubscribe (SPEC §12)
 
 
 @st.composite
@@ -187,7 +193,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "campaign": draw(st.sampled_from([None, 0])),
         "step": draw(st.integers(1, 2)),
         "touches": touches,
-        "lead_events": draw(st.one_of(st.just([]), st.lists(st.tuples(st.sampled_from(INBOUND), st.one_of(
+        "lead_events": draw(st.one_of(st.just([]), st.lists(st.tuples(st.sampled_from(LEAD_EVENTS), st.one_of(
             offsets(-600, 3 * 3600), offsets(-40 * 86400, 0), st.sampled_from([start, start - US]))), max_size=3))),
         "decoy": draw(st.integers(0, 2)),
         "phone": draw(st.sampled_from(["+34600000001", "+34600000001", None, "  "])),
@@ -246,6 +252,11 @@ async def write(env: Env, case: dict[str, Any]) -> tuple[uuid.UUID, uuid.UUID | 
                                        T0 + touch["at"], case["payload"])
         for kind, offset in touch["attempts"]:
             payload: dict[str, Any] = {"touch_run_id": str(touch_id)}
+            if kind in WEBHOOK_KINDS:
+                event_type, failure_class = WEBHOOK_KINDS[kind]
+                payload.update(failure_class=failure_class, error_code="30003")
+                events.append((lead_id, event_type, "outbound", json.dumps(payload), T0 + touch["at"] + offset))
+                continue
             if kind != "sent":
                 payload["error_code"] = "x"
                 if kind != "failed_no_class":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -42,6 +43,8 @@ def context(channel: str = "sms", **fields: Any) -> TouchContext:
         "company_name": "Acme",
         "provider_name": "elasticemail" if channel == "email" else "twilio",
         "provider_config": EMAIL_CONFIG if channel == "email" else PHONE_CONFIG,
+        # the lead wrote on WhatsApp an hour ago: free-form WhatsApp is allowed (SPEC §12, tests/test_whatsapp_window.py)
+        "last_whatsapp_reply_at": datetime.now(UTC) - timedelta(hours=1),
     }
     return TouchContext(**{**defaults, **fields})
 

@@ -55,6 +55,10 @@ class OutboundMessage(BaseModel):
     subject: str | None = None
     body: str
     language: str = "es"
+    # WhatsApp outside the 24 h session window (SPEC §12): an approved template, sent as ContentSid /
+    # ContentVariables (a JSON object as a string) instead of a free-form Body.
+    content_sid: str | None = None
+    content_variables: str | None = None
     voice: str | None = None  # <Say> voice for voice touches (account_provider_settings.config.voice)
 
 
@@ -206,6 +210,7 @@ def build_providers(settings: Settings) -> dict[str, Provider | None]:
             base_url=settings.twilio_base_url,
             timeout_s=settings.provider_timeout_s,
             connection_limit=settings.concurrency,
+            status_callback_base=settings.public_url,
         )
     email: Provider | None = None
     if settings.elasticemail_api_key:

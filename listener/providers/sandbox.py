@@ -42,8 +42,11 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 SANDBOX_HEADER = {"X-Sandbox": "revenue-asi"}
 TWILIO_PREFIX = "/2010-04-01/Accounts/{sid}"
@@ -238,6 +241,13 @@ class SandboxProviders:
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        # status callbacks and simulated inbound messages (SPEC §12)
+        self.callbacks: list[CallbackRecord] = []
+        self._delivery_rules: dict[str, str] = {}
+        self._inbound_at: dict[str, float] = {}
+        self._callback_tasks: set[asyncio.Task[None]] = set()
+        self._client: aiohttp.ClientSession | None = None
+        self._callback_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -253,6 +263,8 @@ class SandboxProviders:
         app.router.add_get("/_sandbox/requests", self._ctl_requests)
         app.router.add_post("/_sandbox/mode", self._ctl_mode)
         app.router.add_post("/_sandbox/reset", self._ctl_reset)
+        app.router.add_post("/_sandbox/inbound", self._ctl_inbound)
+        app.router.add_post("/_sandbox/delivery", self._ctl_delivery)
         return app
 
     async def start(self) -> str:
@@ -267,6 +279,13 @@ class SandboxProviders:
         return self.base_url
 
     async def close(self) -> None:
+        for task in list(self._callback_tasks):
+            task.cancel()
+        if self._callback_tasks:
+            await asyncio.gather(*self._callback_tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._stopping is not None:
             self._stopping.set()  # wakes `hang` handlers so shutdown never waits on them
         if self._runner is not None:
@@ -491,7 +510,11 @@ class SandboxProviders:
         return await self._twilio(request, "Calls")
 
     async def _twilio(self, request: web.Request, resource: Literal["Messages", "Calls"]) -> web.StreamResponse:
-        form = {k: str(v) for k, v in (await request.post()).items()}
+        posted = await request.post()
+        form = {k: str(v) for k, v in posted.items()}
+        events = [str(v) for v in posted.getall("StatusCallbackEvent", [])]
+        if events:  # a repeated field: recorded space-separated
+            form["StatusCallbackEvent"] = " ".join(events)
         to = form.get("To")
         kind: RequestKind = "voice" if resource == "Calls" else (
             "whatsapp" if (to or "").startswith("whatsapp:") else "sms"
@@ -509,8 +532,11 @@ class SandboxProviders:
         if raw is not None:
             return raw
 
+        created: dict[str, Any] = {}
+
         def ok() -> web.Response:
-            return _json(201, self._twilio_resource(resource, form))
+            created.update(self._twilio_resource(resource, form))
+            return _json(201, created)
 
         def error(mode: Mode) -> web.Response:
             headers = {"Retry-After": _retry_after_header(mode.retry_after)} if mode.retry_after is not None else None
@@ -519,10 +545,15 @@ class SandboxProviders:
                 response.headers.update(headers)
             return response
 
-        return await self._answer(request, rec, self._choose(to), ok, error)
+        answer = await self._answer(request, rec, self._choose(to), ok, error)
+        if created and form.get("StatusCallback"):
+            self._schedule_callbacks(resource, form, created["sid"])
+        return answer
 
-    @staticmethod
-    def _twilio_problem(resource: str, form: Mapping[str, str]) -> tuple[int, str] | None:
+    def _twilio_problem(self, resource: str, form: Mapping[str, str]) -> tuple[int, str] | None:
+        problem = _callback_problem(resource, form)
+        if problem is not None:
+            return problem
         to = form.get("To")
         if resource == "Messages":
             if not to:
@@ -772,6 +803,193 @@ class SandboxProviders:
     async def _ctl_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return _json(200, self.describe())
+
+
+    # --- status callbacks and inbound messages (SPEC §12) ---------------------------------------------------
+
+    def delivery_rule(self, *, to: str, outcome: str | None) -> None:
+        """What the status callbacks for messages / calls to ``to`` say: ``delivered`` (default), ``read``,
+        ``undelivered:<code>``, ``failed:<code>``; calls: ``completed`` (default), ``busy``, ``no-answer``,
+        ``failed:<code>``, ``machine`` (completed, AnsweredBy machine_start). None removes the rule."""
+        key = _recipient_key(to)
+        if outcome is None:
+            self._delivery_rules.pop(key, None)
+        else:
+            self._delivery_rules[key] = outcome
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._client is None or self._client.closed:
+            self._client = aiohttp.ClientSession()
+        return self._client
+
+    def sign(self, url: str, params: Mapping[str, str]) -> str:
+        """X-Twilio-Signature for a POST of ``params`` to ``url``, as Twilio computes it."""
+        return str(RequestValidator(self._auth_token).compute_signature(url, dict(params)))
+
+    async def _post_signed(self, url: str, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        headers = {"X-Twilio-Signature": self.sign(url, params), "User-Agent": "TwilioProxy/1.1 (SANDBOX)"}
+        async with self._http().post(url, data=dict(params), headers=headers) as response:
+            try:
+                body = await response.json(content_type=None)
+            except ValueError:
+                body = {}
+            return response.status, body if isinstance(body, dict) else {}
+
+    def _callback_plan(self, resource: str, form: Mapping[str, str]) -> list[dict[str, str]]:
+        to = form.get("To", "")
+        rule = self._delivery_rules.get(_recipient_key(to))
+        if resource == "Calls":
+            outcome = rule or "completed"
+            name, _, code = outcome.partition(":")
+            statuses = ["initiated", "ringing"]
+            if name in ("completed", "machine"):
+                statuses += ["in-progress", "completed"]
+            else:
+                statuses.append(name)
+            wanted = set(form.get("StatusCallbackEvent", "").split()) | {"completed"}
+            steps = []
+            for seq, status in enumerate(statuses):
+                event = "answered" if status == "in-progress" else status
+                if event not in wanted and status not in ("busy", "no-answer", "failed", "canceled"):
+                    continue
+                step = {"CallStatus": status, "SequenceNumber": str(seq)}
+                if status == "completed":
+                    step["AnsweredBy"] = "machine_start" if name == "machine" else "human"
+                    step["CallDuration"] = "7"
+                if code:
+                    step["ErrorCode"] = code
+                steps.append(step)
+            return steps
+        whatsapp = to.startswith("whatsapp:")
+        if rule is None and whatsapp and not form.get("ContentSid"):
+            # What Twilio does since 2025-04: free-form WhatsApp outside the 24 h window is accepted, then fails.
+            last = self._inbound_at.get(_recipient_key(to))
+            if last is None or time.time() - last >= 24 * 3600:
+                rule = "failed:63016"
+        outcome = rule or "delivered"
+        name, _, code = outcome.partition(":")
+        steps = [{"MessageStatus": "sent"}]
+        if name == "read":
+            steps += [{"MessageStatus": "delivered"}, {"MessageStatus": "read"}]
+        else:
+            steps.append({"MessageStatus": name, **({"ErrorCode": code} if code else {})})
+        return steps
+
+    def _schedule_callbacks(self, resource: str, form: Mapping[str, str], sid: str) -> None:
+        steps = self._callback_plan(resource, form)
+        base = {"AccountSid": self.account_sid, "From": form.get("From", ""), "To": form.get("To", ""),
+                "ApiVersion": "2010-04-01"}
+        key = "CallSid" if resource == "Calls" else "MessageSid"
+        if resource == "Messages":
+            base["SmsSid"] = sid
+        task = asyncio.get_running_loop().create_task(
+            self._send_callbacks(form["StatusCallback"], [{**base, key: sid, **step} for step in steps]))
+        self._callback_tasks.add(task)
+        task.add_done_callback(self._callback_tasks.discard)
+
+    async def _send_callbacks(self, url: str, posts: list[dict[str, str]]) -> None:
+        for params in posts:  # in order, one after the other, as Twilio mostly does
+            try:
+                status, _ = await self._post_signed(url, params)
+            except (aiohttp.ClientError, OSError) as exc:
+                status = -1
+                params = {**params, "_error": type(exc).__name__}
+            self.callbacks.append(CallbackRecord(url=url, params=params, status=status))
+            for n, waiter in self._callback_waiters:
+                if len(self.callbacks) >= n and not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_for_callbacks(self, n: int, timeout: float = 10.0) -> list[CallbackRecord]:
+        """Wait until at least ``n`` status callbacks were delivered (answered or not)."""
+        if len(self.callbacks) < n:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (n, waiter)
+            self._callback_waiters.append(entry)
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            finally:
+                self._callback_waiters.remove(entry)
+        return self.callbacks[:]
+
+    async def simulate_inbound(self, url: str, *, from_: str, to: str, body: str,
+                               **extra: str) -> tuple[int, dict[str, Any]]:
+        """POST a signed incoming SMS / WhatsApp (as Twilio's messaging webhook) to ``url``; a WhatsApp one opens
+        the sender's 24 h session window here too. Returns the answer's status and JSON."""
+        whatsapp = from_.startswith("whatsapp:")
+        params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": self.account_sid, "From": from_, "To": to,
+                  "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01", **extra}
+        params["SmsMessageSid"] = params["MessageSid"]
+        if whatsapp:
+            params.setdefault("WaId", from_.removeprefix("whatsapp:").lstrip("+"))
+            params.setdefault("ProfileName", "Sandbox Lead")
+        status, answer = await self._post_signed(url, params)
+        if whatsapp and status == 200:
+            self._inbound_at[_recipient_key(from_)] = time.time()
+        return status, answer
+
+    async def _ctl_inbound(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+            if not isinstance(doc, dict):
+                raise ValueError("body must be a JSON object")
+            status, answer = await self.simulate_inbound(str(doc["url"]), from_=str(doc["from"]), to=str(doc["to"]),
+                                                         body=str(doc.get("body", "")))
+        except (ValueError, KeyError, TypeError, aiohttp.ClientError, OSError) as exc:
+            return _json(400, {"error": f"{type(exc).__name__}: {exc}"})
+        return _json(200, {"status": status, "answer": answer})
+
+    async def _ctl_delivery(self, request: web.Request) -> web.Response:
+        try:
+            doc = await request.json()
+            if not isinstance(doc, dict):
+                raise ValueError("body must be a JSON object")
+            self.delivery_rule(to=str(doc["to"]), outcome=doc.get("outcome"))
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, {"rules": dict(self._delivery_rules)})
+
+
+@dataclass(slots=True)
+class CallbackRecord:
+    """A status callback the sandbox sent, and what the web application answered (-1: not reachable)."""
+
+    url: str
+    params: dict[str, str]
+    status: int
+
+
+_CONTENT_SID = re.compile(r"^HX[0-9a-fA-F]{32}$")
+_CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+
+
+def _callback_problem(resource: str, form: Mapping[str, str]) -> tuple[int, str] | None:
+    """What Twilio checks of the Part-two fields: StatusCallback a URL with a hostname (no underscores),
+    StatusCallbackEvent among initiated/ringing/answered/completed, ContentSid HX + 32 hex, ContentVariables a
+    JSON object (and only with a ContentSid)."""
+    callback = form.get("StatusCallback")
+    if callback is not None:
+        parsed = urlsplit(callback)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or "_" in parsed.hostname:
+            return 21609, f"Invalid StatusCallback url: {callback}"
+    if resource == "Calls":
+        bad = [e for e in form.get("StatusCallbackEvent", "").split() if e not in _CALL_EVENTS]
+        if bad:
+            return 21626, f"Invalid StatusCallbackEvent: {', '.join(bad)}"
+        return None
+    content_sid = form.get("ContentSid")
+    if content_sid is not None and not _CONTENT_SID.match(content_sid):
+        return 21655, "The ContentSid is Invalid."
+    variables = form.get("ContentVariables")
+    if variables is not None:
+        if content_sid is None:
+            return 21656, "ContentVariables requires a ContentSid."
+        try:
+            decoded = json.loads(variables)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            return 21656, "The ContentVariables Parameter is invalid."
+    return None
 
 
 # --- standalone --------------------------------------------------------------------------------------

@@ -32,6 +32,10 @@ from listener.sanitize import (
 WHATSAPP_PREFIX = "whatsapp:"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 TWILIO_RATE_LIMIT_CODE = 20429
+# Status callbacks (SPEC §12): where Twilio reports what happened after it accepted a message or a call.
+MESSAGE_STATUS_PATH = "/webhooks/twilio/status"
+CALL_STATUS_PATH = "/webhooks/twilio/voice-status"
+CALL_STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 
 # <Say> wants a locale; a bare language gets its most common one. Values with a region pass through.
 SAY_LOCALES = DEFAULT_LOCALE
@@ -79,8 +83,10 @@ class TwilioProvider:
         base_url: str = "https://api.twilio.com",
         timeout_s: float = 15.0,
         connection_limit: int = 32,
+        status_callback_base: str | None = None,
     ) -> None:
         self._account_sid = account_sid
+        self._callback_base = status_callback_base.rstrip("/") if status_callback_base else None
         self._auth_token = auth_token
         self._timeout_s = timeout_s
         self._connection_limit = connection_limit
@@ -110,7 +116,7 @@ class TwilioProvider:
             await self._session.close()
         self._session = None
 
-    def request_for(self, message: OutboundMessage) -> tuple[str, dict[str, str]]:
+    def request_for(self, message: OutboundMessage) -> tuple[str, dict[str, str | list[str]]]:
         """The URL and form fields for ``message``; a message without a sender fails permanently."""
         if message.channel == "voice":
             if not message.sender:
@@ -118,19 +124,30 @@ class TwilioProvider:
             twiml = twiml_say(message.body, message.language, message.voice)
             if len(twiml) > MAX_TWIML_CHARS:
                 raise too_long("the call's TwiML", len(twiml), MAX_TWIML_CHARS)
-            form = {
+            call: dict[str, str | list[str]] = {
                 "To": _without_whatsapp(message.to),
                 "From": _without_whatsapp(message.sender),
                 "Twiml": twiml,
             }
-            return self._calls_url, form
+            if self._callback_base:
+                call["StatusCallback"] = self._callback_base + CALL_STATUS_PATH
+                call["StatusCallbackEvent"] = list(CALL_STATUS_EVENTS)
+            return self._calls_url, call
         if message.channel not in ("sms", "whatsapp"):
             raise ProviderError("unsupported_channel", f"Twilio does not send {message.channel}", "permanent")
         whatsapp = message.channel == "whatsapp"
-        body = without_unencodable(message.body)
-        if len(body) > MAX_BODY_CHARS:
-            raise too_long("the message body", len(body), MAX_BODY_CHARS)
-        form = {"To": _with_whatsapp(message.to) if whatsapp else _without_whatsapp(message.to), "Body": body}
+        form: dict[str, str | list[str]] = {"To": _with_whatsapp(message.to) if whatsapp else _without_whatsapp(message.to)}
+        if whatsapp and message.content_sid:
+            form["ContentSid"] = message.content_sid
+            if message.content_variables:
+                form["ContentVariables"] = message.content_variables
+        else:
+            body = without_unencodable(message.body)
+            if len(body) > MAX_BODY_CHARS:
+                raise too_long("the message body", len(body), MAX_BODY_CHARS)
+            form["Body"] = body
+        if self._callback_base:
+            form["StatusCallback"] = self._callback_base + MESSAGE_STATUS_PATH
         if message.sender:
             form["From"] = _with_whatsapp(message.sender) if whatsapp else _without_whatsapp(message.sender)
         elif message.messaging_service_sid:

@@ -66,13 +66,13 @@ cross join lateral (
          array_agg(e.payload->>'failure_class' order by e.created_at, e.id)       as classes
   from key_touches k
   join core_memory_events e on e.payload->>'touch_run_id' = k.id::text
-  where e.event_type in ('touch_sent', 'touch_failed')
+  where e.event_type in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced')
 ) a
 cross join lateral (
   select array_agg(e.event_type order by e.created_at, e.event_type) as types,
          array_agg(e.created_at order by e.created_at, e.event_type) as times
   from core_memory_events e
   where e.lead_id = $1::uuid
-    and (e.event_type in ('unsubscribe', 'do_not_contact', 'reply_negative')
+    and (e.event_type in ('unsubscribe', 'do_not_contact', 'reply_negative', 'resubscribe')
          or (e.created_at >= l.cadence_started_at and e.event_type in (select s.event_type from stop_types s)))
 ) ev

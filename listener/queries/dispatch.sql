@@ -39,6 +39,8 @@ select
   ps.provider as provider_name, ps.config::text as provider_config_json,
   ps.id as provider_settings_id, l.timezone as lead_timezone, le.timezone as enriched_timezone,
   s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
+  (select max(e.created_at) from core_memory_events e
+   where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
   touch_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) as stop_event,
   now() as checked_at
 from claimed t

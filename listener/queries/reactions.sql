@@ -11,7 +11,8 @@ using (select event_id from event_reactions
        order by created_at limit $1 for update skip locked) pick,
       core_memory_events e
 where r.event_id = pick.event_id and e.id = r.event_id
-returning e.id, e.lead_id, e.event_type, e.payload ->> 'touch_run_id' as touch_run_id, e.created_at, r.attempts
+returning e.id, e.lead_id, e.event_type, e.payload ->> 'touch_run_id' as touch_run_id, e.created_at, r.attempts,
+          e.payload ->> 'failure_class' as failure_class
 
 -- name: set_aside_reaction
 -- A reaction that raised, run alone: kept with its error. $7 true = given up (failed_at, shown by `status`);

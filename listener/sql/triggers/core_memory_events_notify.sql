@@ -1,9 +1,10 @@
--- Events the daemon reacts to: its own touch outcomes (fallback decision) and inbound stop signals
+-- Events the daemon reacts to: its own touch outcomes (fallback decision), undeliveries and bounces reported
+-- by provider webhooks (a permanent one exhausts the channel: decision again, SPEC §12) and inbound stop signals
 -- (cancellations). Each is filed in event_reactions in the same transaction, so nothing is lost while no
 -- daemon listens, and one constant NOTIFY per statement wakes the daemon.
 create or replace function core_memory_events_is_actionable(event_type text, direction text) returns boolean
 language sql immutable as $$
-  select event_type in ('touch_sent', 'touch_failed', 'reply_positive', 'reply_negative',
+  select event_type in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced', 'reply_positive', 'reply_negative',
                         'appointment_booked', 'do_not_contact', 'unsubscribe')
       or direction = 'inbound'
 $$;
@@ -16,7 +17,7 @@ begin
   perform 1 from leads l
   where l.id in (select n.lead_id from new_rows n
                  where core_memory_events_is_actionable(n.event_type, n.direction)
-                   and n.event_type not in ('touch_sent', 'touch_failed'))
+                   and n.event_type not in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced'))
   order by l.id
   for no key update;
   insert into event_reactions (event_id, lead_id, event_type, created_at)

@@ -12,7 +12,8 @@
 --   c. the lead is suppressed at p_now -> stop 'suppressed:<reason>' (lead_suppression_status_at);
 --   d. p_now > expires_at -> stop 'expired';
 --   e. per channel: attempts_done (touch_sent + touch_failed events of the key's touches on that channel,
---      created_at <= p_now), attempts_allowed (max_attempts, missing 1), permanent failure, reachable
+--      created_at <= p_now), attempts_allowed (max_attempts, missing 1), permanent failure (touch_failed, or a
+--      webhook's touch_undelivered / email_bounced, with failure_class permanent — not attempts), reachable
 --      (phone for voice/whatsapp/sms, email for email); exhausted = attempts used up, permanent, or unreachable;
 --   f. current channel not exhausted: retry_same_channel when last_attempt_at + cooldown <= p_now (or no attempt
 --      yet), else wait_cooldown until then; the cooldown is cooldown_minutes * 60e6 rounded to whole microseconds
@@ -187,6 +188,10 @@ as $$
     where e.lead_id = p_lead_id
       and e.created_at <= p_now
       and e.event_type in ('unsubscribe', 'do_not_contact')
+      and (e.event_type = 'do_not_contact'
+           or not exists (select 1 from core_memory_events r  -- a later resubscribe lifts an unsubscribe (§12)
+                          where r.lead_id = p_lead_id and r.event_type = 'resubscribe'
+                            and r.created_at > e.created_at and r.created_at <= p_now))
     order by e.created_at, e.event_type
     limit 1
   ) u on true
@@ -245,7 +250,7 @@ attempts as (  -- v_lead_channel_attempts for this key, as of p_now
   select k.channel, e.event_type, e.created_at, e.payload->>'failure_class' as failure_class
   from key_touches k
   join core_memory_events e on e.payload->>'touch_run_id' = k.id::text
-  where e.event_type in ('touch_sent', 'touch_failed')
+  where e.event_type in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced')
     and e.created_at <= p_now
 ),
 considered as (  -- the plan's channels in order, plus the current channel when it is not in the order
@@ -274,9 +279,11 @@ state as (
     select case when c.channel = 'email' then ct.has_email else ct.has_phone end as reachable
   ) r
   cross join lateral (
-    select count(*)::int as attempts_done,
-           max(at.created_at) as last_attempt_at,
-           coalesce(bool_or(at.event_type = 'touch_failed' and at.failure_class = 'permanent'), false)
+    select count(*) filter (where at.event_type in ('touch_sent', 'touch_failed'))::int as attempts_done,
+           max(at.created_at) filter (where at.event_type in ('touch_sent', 'touch_failed')) as last_attempt_at,
+           -- a permanent undelivery / bounce (webhooks, SPEC §12) exhausts like a permanent touch_failed
+           coalesce(bool_or(at.event_type in ('touch_failed', 'touch_undelivered', 'email_bounced')
+                            and at.failure_class = 'permanent'), false)
              as permanent_failure
     from attempts at
     where at.channel = c.channel
