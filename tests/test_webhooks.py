@@ -396,3 +396,22 @@ async def test_nul_bytes_and_control_characters_in_a_reply_lose_nothing_else(db,
                               " and lead_id = $1", lead_id)
     assert reply["payload"]["body"] == "STOP\x07"
     assert "\x00" not in await db.fetchval("select params->>'Body' from webhook_receipts")
+
+
+async def test_a_callback_for_an_outcome_unknown_touch_reconciles_it(db, db_url):
+    """SPEC §11: a later status callback says the provider had the touch we failed as outcome_unknown."""
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    touch_id = await sent_touch(db, account_id, lead_id, channel="email", sid="ee-msg-unknown")
+    await db.execute("update touch_runs set status = 'failed', provider_message_id = null,"
+                     " error = 'outcome_unknown: read timeout' where id = $1", touch_id)
+    async with web_app(db_url) as client:
+        status, body = await client.elasticemail(ee("Sent", touch_id, messageid="ee-msg-unknown"))
+        assert (status, body["outcome"]) == (200, "touch_delivered")
+        assert (await client.elasticemail(ee("Opened", touch_id, messageid="ee-msg-unknown")))[0] == 200
+    (event,) = await db.fetch("select payload, event_source from core_memory_events where event_type ="
+                              " 'touch_reconciled' and payload->>'touch_run_id' = $1", str(touch_id))
+    assert event["payload"]["reached_provider"] is True and event["event_source"] == "webhook:elasticemail"
+    assert event["payload"]["provider_message_id"] == "ee-msg-unknown"
+    assert await db.fetchval("select provider_message_id from touch_runs where id = $1", touch_id) == \
+        "ee-msg-unknown"

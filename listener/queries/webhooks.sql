@@ -40,12 +40,20 @@ event as (
   join touch t on t.id = r.touch_run_id
   where $8::text is not null
   returning id
+),
+reconciled as (
+  -- SPEC §11: a callback for a touch we failed as outcome_unknown says the provider had it
+  select reconcile_touch(t.id, true, coalesce($11::jsonb ->> 'provider_status', $7::text), $5::text, $9::text) as done
+  from receipt r
+  join touch_runs t on t.id = r.touch_run_id
+  where t.status = 'failed' and t.error like 'outcome_unknown%'
 )
 select r.touch_run_id, r.lead_id, r.outcome, (select count(*) from event)::int as events,
-       (select count(*) from status)::int as status_updates
+       (select count(*) from status)::int as status_updates,
+       (select count(*) from reconciled where done)::int as reconciled
 from receipt r
 union all
-select null, null, 'not_found', 0, 0
+select null, null, 'not_found', 0, 0, 0
 where not $12::boolean and not exists (select 1 from touch)
 
 -- name: match_inbound_lead
