@@ -3,8 +3,9 @@ filed in appointment_inbox (by the appointments trigger: insert, or a change of 
 
 * booked → an `appointment_booked` event (a stop event: the existing reactions end outreach cadences) and one
   reminder touch per REVENUE_ASI_APPOINTMENT_REMINDERS minutes before starts_at, on
-  REVENUE_ASI_APPOINTMENT_CHANNEL (whatsapp falls back to sms when the lead's number cannot take WhatsApp or the
-  account has no default whatsapp sender), idempotency_key `appt:<id>:<minutes>:<starts_at epoch>`,
+  REVENUE_ASI_APPOINTMENT_CHANNEL (whatsapp falls back to sms when the lead's number cannot take WhatsApp, the
+  account has no default whatsapp sender, or that sender has no approved reminder template,
+  `config.appointment_content_sid`: §12 refuses free-form WhatsApp outside the 24-h window), idempotency_key `appt:<id>:<minutes>:<starts_at epoch>`,
   `meta.source = "appointment_reminder"`. A reminder already past is not created (the event lists it).
 * starts_at moved → old reminders canceled, new ones created, `appointment_rescheduled`.
 * canceled → reminders canceled, `appointment_canceled`; completed / no_show → open reminders canceled.
@@ -164,7 +165,11 @@ async def plan_reminders(conn: asyncpg.Connection, settings: Settings, appt: Map
         phone: str | None = normalise_phone(ctx["phone"], settings.default_region) if ctx["phone"] else None
     except TouchFailure:
         phone = None
-    channel = choose_channel(settings.appointment_channel, phone, bool(ctx["email"]), ctx["has_whatsapp_sender"])
+    # SPEC §12: WhatsApp outside the 24-h session window takes only an approved template, and a reminder is sent
+    # hours or a day later: without the account's reminder template (config.appointment_content_sid) it goes by sms.
+    content_sid = ctx["whatsapp_content_sid"]
+    channel = choose_channel(settings.appointment_channel, phone, bool(ctx["email"]),
+                             ctx["has_whatsapp_sender"] and content_sid is not None)
     if channel is None:
         return [], [{"minutes_before": m, "reason": "unreachable"} for m in minutes_list], "unreachable"
     language = (ctx["last_language"] or DEFAULT_LANGUAGE).strip().lower()
@@ -185,7 +190,12 @@ async def plan_reminders(conn: asyncpg.Connection, settings: Settings, appt: Map
             "routing": {"primary_channel": channel, "current_channel": channel,
                         "stop_on_events": REMINDER_STOP_EVENTS, "expires_at": _iso(starts_at)},
             "delivery": {"template_key": TEMPLATE, "language": language, "body": body, "variables": variables,
-                         **({"channel_overrides": {"email": {"subject": subject}}} if subject else {})},
+                         "channel_overrides": {
+                             **({"email": {"subject": subject}} if subject else {}),
+                             **({"whatsapp": {"content_sid": content_sid, "content_variables": {
+                                 "1": str(variables.get("first_name") or ""),
+                                 "2": str(variables.get("starts_at_local") or ""),
+                                 "3": str(variables.get("location") or "")}}} if channel == "whatsapp" else {})}},
             "meta": {"source": SOURCE, "appointment_id": str(appt["id"]), "minutes_before": minutes,
                      "lead_timezone": zone, "created_by": "appointments"},
         }

@@ -57,8 +57,16 @@ def test_starts_at_local_is_written_in_the_lead_zone_and_language():
     assert reminder_key("a1", 60, moment) == f"appt:a1:60:{epoch}"
 
 
-async def _lead(db, *, providers=True, phone="+14155550123", timezone="America/New_York", full_name="Ana Pérez"):
+REMINDER_CONTENT_SID = "HX" + "ab" * 16
+
+
+async def _lead(db, *, providers=True, phone="+14155550123", timezone="America/New_York", full_name="Ana Pérez",
+                reminder_template=True):
     account_id = await factories.account(db, providers=providers)
+    if reminder_template:  # the WhatsApp sender's approved reminder template (SPEC §12: no free-form outside 24 h)
+        await db.execute("update account_provider_settings set config = config || jsonb_build_object("
+                         "'appointment_content_sid', $2::text) where account_id = $1 and channel = 'whatsapp'",
+                         account_id, REMINDER_CONTENT_SID)
     lead_id = await db.fetchval("insert into leads (account_id, full_name, phone, email, timezone)"
                                 " values ($1, $2, $3, 'ana@example.com', $4) returning id",
                                 account_id, full_name, phone, timezone)
@@ -134,6 +142,28 @@ async def test_language_of_the_last_touch_and_template_rows(db, db_url):
     other = await _book(db, account_id, lead_id, timedelta(days=4))
     await _drain(db_url)
     assert (await db.fetch(REMINDERS, other))[0]["payload"]["delivery"]["body"].startswith("Hi Ana, this is a reminder")
+
+
+async def test_whatsapp_falls_back_to_sms_without_an_approved_reminder_template(db, db_url):
+    account_id, lead_id = await _lead(db, reminder_template=False)
+    async with running_daemon(db_url, daemon_settings(None)):
+        appt = await _book(db, account_id, lead_id, timedelta(days=3))
+        await wait_until(db_url, "select count(*) = 2 from touch_runs where payload->'meta'->>'appointment_id'"
+                         " = $1::uuid::text", appt)
+    assert {r["channel"] for r in await db.fetch(REMINDERS, appt)} == {"sms"}
+
+
+async def test_whatsapp_reminders_carry_the_template_and_its_variables(db, db_url):
+    account_id, lead_id = await _lead(db)
+    async with running_daemon(db_url, daemon_settings(None)):
+        appt = await _book(db, account_id, lead_id, timedelta(days=3))
+        await wait_until(db_url, "select count(*) = 2 from touch_runs where payload->'meta'->>'appointment_id'"
+                         " = $1::uuid::text", appt)
+    payload = await db.fetchval("select payload from touch_runs where payload->'meta'->>'appointment_id'"
+                                " = $1::uuid::text limit 1", appt)
+    template = payload["delivery"]["channel_overrides"]["whatsapp"]
+    assert template["content_sid"] == REMINDER_CONTENT_SID
+    assert template["content_variables"]["1"] == "Ana" and template["content_variables"]["3"] == "Clínica Centro"
 
 
 async def test_whatsapp_falls_back_to_sms_without_a_whatsapp_sender(db, db_url):
@@ -277,7 +307,8 @@ async def test_a_due_reminder_is_sent_after_reply_positive_by_the_running_daemon
                              " where payload->'meta'->>'appointment_id' = $1::uuid::text", appt, timeout=30)
         (request,) = fake.requests
     assert request.to == "whatsapp:+14155550123"
-    assert "Hola Ana, le recordamos su cita" in request.body["Body"]
+    assert request.body.get("ContentSid") == REMINDER_CONTENT_SID or \
+        "Hola Ana, le recordamos su cita" in request.body["Body"]
 
 
 

@@ -22,6 +22,8 @@ select c.phone, c.email, c.first_name, l.timezone as lead_timezone, le.timezone 
        s.is_unsubscribed,
        exists (select 1 from account_provider_settings ps
                where ps.account_id = $2 and ps.channel = 'whatsapp' and ps.is_default) as has_whatsapp_sender,
+       (select nullif(btrim(ps.config ->> 'appointment_content_sid'), '') from account_provider_settings ps
+        where ps.account_id = $2 and ps.channel = 'whatsapp' and ps.is_default) as whatsapp_content_sid,
        (select nullif(btrim(t.payload -> 'delivery' ->> 'language'), '')
         from touch_runs t where t.lead_id = l.id
         order by t.created_at desc, t.id desc limit 1) as last_language
