@@ -5,29 +5,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
 import jinja2
 from aiohttp import web
 
+from listener.intents.lead import jsonable  # noqa: F401 (one JSON conversion for the CLI, the API and the pages)
+
 ENV_KEY = web.AppKey("jinja_env", jinja2.Environment)
 SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api[_-]?key|authorization|auth_token", re.IGNORECASE)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def scrub(value: Any, secrets: list[str]) -> Any:
