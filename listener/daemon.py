@@ -132,7 +132,7 @@ class Daemon:
     async def _dispatch_loop(self) -> None:
         """Claim while slots are free; then sleep until a NOTIFY, a freed slot or the next scheduled touch."""
         assert self.pool is not None and self.dispatcher is not None
-        dispatcher = self.dispatcher
+        dispatcher, pool = self.dispatcher, self.pool
 
         async def step() -> float | None:
             claimed_any = False
@@ -146,7 +146,7 @@ class Daemon:
                 claimed_any = claimed_any or claimed > 0
                 if claimed < min(free, self.settings.claim_batch):
                     break
-            async with self.pool.acquire() as conn:
+            async with pool.acquire() as conn:
                 next_at = await conn.fetchval(Q.next_scheduled_at)
             delay = seconds_until(next_at, self.settings.sweep_interval_s)
             return RETRY_SOON_S if delay == 0 and not claimed_any else delay

@@ -118,10 +118,17 @@ def canceled(touch_id: UUID, reason: str) -> Outcome:
 
 
 class StopState(Protocol):
-    is_unsubscribed: bool
-    in_negative_cooldown: bool
-    suppression_reason: str | None
-    stop_event: str | None
+    @property
+    def is_unsubscribed(self) -> bool: ...
+
+    @property
+    def in_negative_cooldown(self) -> bool: ...
+
+    @property
+    def suppression_reason(self) -> str | None: ...
+
+    @property
+    def stop_event(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

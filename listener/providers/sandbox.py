@@ -656,10 +656,11 @@ class SandboxProviders:
     async def _email_answer(self, request: web.Request, rec: RecordedRequest, to: str | None) -> web.StreamResponse:
 
         def ok() -> web.Response:
-            sent = {"TransactionID": str(uuid.uuid4()), "MessageID": "sbx" + uuid.uuid4().hex[:20], "Sandbox": True}
-            event = {"TransactionID": sent["TransactionID"], "MsgID": sent["MessageID"], "EventType": "Submission",
+            transaction_id, message_id = str(uuid.uuid4()), "sbx" + uuid.uuid4().hex[:20]
+            sent = {"TransactionID": transaction_id, "MessageID": message_id, "Sandbox": True}
+            event = {"TransactionID": transaction_id, "MsgID": message_id, "EventType": "Submission",
                      "EventDate": datetime.now(timezone.utc).isoformat(), "To": rec.to}
-            self.created[sent["TransactionID"]] = self.created[sent["MessageID"]] = event
+            self.created[transaction_id] = self.created[message_id] = event
             return _json(200, sent)
 
         def error(mode: Mode) -> web.Response:
