@@ -31,10 +31,11 @@ import asyncpg
 import phonenumbers
 
 from listener.contacts import normalise_phone
-from listener.enrichment import DB_ERRORS, RETRY_AFTER_DB_ERROR_S, _wait_either, valid_zone
+from listener.enrichment import valid_zone
 from listener.errors import TouchFailure
 from listener.messages import DEFAULT_LANGUAGE, render_text
 from listener.queries import Q
+from listener.services.base import run_service
 from listener.settings import Settings
 from listener.vocabulary import (APPOINTMENT_BOOKED, APPOINTMENT_CANCELED, APPOINTMENT_RESCHEDULED, DO_NOT_CONTACT,
                                  UNSUBSCRIBE)
@@ -286,21 +287,16 @@ async def drain_appointments(pool: asyncpg.Pool, settings: Settings, batch: int 
 
 async def run_appointment_service(pool: asyncpg.Pool, settings: Settings, wake: asyncio.Event,
                                   stop: asyncio.Event) -> None:
-    """The daemon's appointment loop: drain the inbox whenever `appointments` notifies (and every sweep interval)."""
-    while not stop.is_set():
-        wake.clear()
-        delay = settings.sweep_interval_s
-        try:
-            stats = await drain_appointments(pool, settings)
-            if stats.appointments:
-                log.info("appointments: %s", stats.as_dict())
-        except DB_ERRORS as exc:
-            log.warning("appointments: database error (%s); retrying", type(exc).__name__)
-            delay = RETRY_AFTER_DB_ERROR_S
-        except Exception:
-            log.exception("appointments: unexpected error; retrying")
-            delay = RETRY_AFTER_DB_ERROR_S
-        await _wait_either(wake, stop, delay)
+    """The daemon's appointment service: drain the inbox whenever `appointments` notifies (and every sweep
+    interval), in the daemon's one loop-and-backoff helper."""
+
+    async def step() -> float:
+        stats = await drain_appointments(pool, settings)
+        if stats.appointments:
+            log.info("appointments: %s", stats.as_dict())
+        return settings.sweep_interval_s
+
+    await run_service("appointments", step, stop=stop, wake=wake, idle_s=settings.sweep_interval_s)
 
 
 # --- replay and lead inspect ----------------------------------------------------------------------------------

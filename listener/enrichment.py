@@ -33,6 +33,7 @@ from phonenumbers import timezone as phone_timezone
 
 from listener.contacts import _PHONE_PREFIXES
 from listener.queries import Q
+from listener.services.base import run_service
 from listener.settings import Settings
 from listener.vocabulary import LEAD_ENRICHED
 
@@ -43,8 +44,6 @@ BATCH = 500
 BURST_DRAINERS = 2
 FIELDS = ("phone", "email", "first_name", "timezone")
 INVALID_PHONE, INVALID_EMAIL, INVALID_TIMEZONE = "invalid_phone", "invalid_email", "invalid_timezone"
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-             asyncio.TimeoutError, ConnectionError)
 RETRY_AFTER_DB_ERROR_S = 0.5
 
 # Honorifics and titles dropped before the first name (compared without dots, case-insensitively).
@@ -243,51 +242,39 @@ async def enrich_batch(pool: asyncpg.Pool, settings: Settings, limit: int = BATC
     return len(rows)
 
 
-async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
 async def run_enrichment_service(pool: asyncpg.Pool, settings: Settings, wake: asyncio.Event,
                                  stop: asyncio.Event) -> None:
-    """The daemon's enrichment loop: drain the inbox whenever `leads` notifies (and every sweep interval, for a
-    missed notification). A burst (a full batch taken) moves the CPU work to one worker process, so the event
-    loop's dispatch does not compete with it for the interpreter; the process ends with the loop."""
+    """The daemon's enrichment service: drain the inbox whenever `leads` notifies (and every sweep interval, for a
+    missed notification), in the daemon's one loop-and-backoff helper. A burst (a full batch taken) moves the CPU
+    work to one worker process, so the event loop's dispatch does not compete with it for the interpreter; the
+    process ends with the service."""
     executor: ProcessPoolExecutor | None = None
+
+    async def step() -> float:
+        nonlocal executor
+        stats = EnrichmentStats()
+        try:
+            if await enrich_batch(pool, settings, BATCH, stats, executor) == BATCH:
+                # a burst: a worker process, and BURST_DRAINERS batches in flight so the database's part of one
+                # overlaps the computing of the next
+                if executor is None:
+                    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+                async def drainer(ex: Executor) -> None:
+                    while not stop.is_set() and await enrich_batch(pool, settings, BATCH, stats, ex) == BATCH:
+                        pass
+
+                await asyncio.gather(*(drainer(executor) for _ in range(BURST_DRAINERS)))
+        except BrokenExecutor:
+            log.warning("enrichment: worker process died; continuing in a thread")
+            executor = None
+            return RETRY_AFTER_DB_ERROR_S
+        if stats.events:
+            log.info("enrichment: %d lead(s), %d event(s)", stats.taken, stats.events)
+        return settings.sweep_interval_s
+
     try:
-        while not stop.is_set():
-            wake.clear()
-            delay = settings.sweep_interval_s
-            try:
-                stats = EnrichmentStats()
-                if await enrich_batch(pool, settings, BATCH, stats, executor) == BATCH:
-                    # a burst: a worker process, and BURST_DRAINERS batches in flight so the database's part of one
-                    # overlaps the computing of the next
-                    if executor is None:
-                        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-
-                    async def drainer(ex: Executor) -> None:
-                        while not stop.is_set() and await enrich_batch(pool, settings, BATCH, stats, ex) == BATCH:
-                            pass
-
-                    await asyncio.gather(*(drainer(executor) for _ in range(BURST_DRAINERS)))
-                if stats.events:
-                    log.info("enrichment: %d lead(s), %d event(s)", stats.taken, stats.events)
-            except DB_ERRORS as exc:
-                log.warning("enrichment: database error (%s); retrying", type(exc).__name__)
-                delay = RETRY_AFTER_DB_ERROR_S
-            except BrokenExecutor:
-                log.warning("enrichment: worker process died; continuing in a thread")
-                executor = None
-                delay = RETRY_AFTER_DB_ERROR_S
-            except Exception:
-                log.exception("enrichment: unexpected error; retrying")
-                delay = RETRY_AFTER_DB_ERROR_S
-            await _wait_either(wake, stop, delay)
+        await run_service("enrichment", step, stop=stop, wake=wake, idle_s=settings.sweep_interval_s)
     finally:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
