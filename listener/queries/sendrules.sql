@@ -58,29 +58,14 @@ returning payload ->> 'touch_run_id' as touch_run_id
 
 -- name: deferred_touches_by_reason
 -- `revenue-asi status`: touches waiting because of a sending rule, by reason, and when the first will go.
-select e.payload ->> 'reason' as reason, count(*)::int as touches, min(t.scheduled_at) as next_at,
-       max(t.scheduled_at) as last_at
-from touch_runs t
-cross join lateral (
-  select payload from core_memory_events
-  where payload ->> 'touch_run_id' = t.id::text and event_type = 'touch_deferred'
-  order by created_at desc
-  limit 1
-) e
-where t.status = 'scheduled'
+select reason, count(*)::int as touches, min(next_at) as next_at, max(next_at) as last_at
+from touch_deferrals_v1
 group by 1
 order by 1
 
 -- name: lead_deferred_touches
 -- `lead inspect`: this lead's touches waiting because of a sending rule, with the reason and when each will go.
-select t.id, t.channel, t.campaign_id, t.step, t.scheduled_at as next_at, e.payload ->> 'reason' as reason,
-       e.payload ->> 'lead_timezone' as lead_timezone
-from touch_runs t
-cross join lateral (
-  select payload from core_memory_events
-  where payload ->> 'touch_run_id' = t.id::text and event_type = 'touch_deferred'
-  order by created_at desc
-  limit 1
-) e
-where t.lead_id = $1 and t.status = 'scheduled'
-order by t.scheduled_at
+select id, channel, campaign_id, step, next_at, reason, lead_timezone
+from touch_deferrals_v1
+where lead_id = $1
+order by next_at
