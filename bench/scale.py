@@ -168,7 +168,7 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
     out["claim_with_context_64"] = _stats(await _timed(batches, claim_with_context), per=64)
 
     out["expire_leases_idle"] = _stats(await _timed(batches, lambda _: _rolled_back(
-        conn, lambda: conn.fetch(Q.expire_leases, 500))))
+        conn, lambda: conn.fetch(Q.expire_leases, 500, None))))
 
     async def expire_100(_: int) -> None:
         async def body() -> None:
@@ -176,7 +176,7 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
                                "locked_until = now() - interval '1 minute' where id in "
                                "(select id from touch_runs where status = 'queued' limit 100)")
             started = time.perf_counter()
-            await conn.fetch(Q.expire_leases, 500)
+            await conn.fetch(Q.expire_leases, 500, None)
             expire_times.append((time.perf_counter() - started) * 1000)
 
         await _rolled_back(conn, body)

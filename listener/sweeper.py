@@ -4,6 +4,7 @@ touches are the dispatcher's: the daemon wakes it after each sweep; `tick sweep`
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from listener.queries import Q
 from listener.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 
 RECORD_EVERY_S = 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,11 +37,30 @@ class SweepStats:
 async def expire_leases(pool: asyncpg.Pool, batch: int = 500) -> int:
     total = 0
     while True:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(Q.expire_leases, batch)
+        try:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(Q.expire_leases, batch, None)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            # one row the database refuses (e.g. a date a later constraint forbids) must not stall the others
+            log.warning("sweep: a batch of expired leases was refused (%s); expiring them one by one",
+                        type(exc).__name__)
+            return total + await _expire_one_by_one(pool, batch)
         total += len(rows)
         if len(rows) < batch:
             return total
+
+
+async def _expire_one_by_one(pool: asyncpg.Pool, batch: int) -> int:
+    done = 0
+    async with pool.acquire() as conn:
+        ids = [r["id"] for r in await conn.fetch(Q.expired_lease_ids, batch)]
+    for touch_id in ids:
+        try:
+            async with pool.acquire() as conn:
+                done += len(await conn.fetch(Q.expire_leases, 1, [touch_id]))
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            log.error("sweep: the expired lease of touch %s cannot be settled: %s", touch_id, exc)
+    return done
 
 
 async def sweep_once(pool: asyncpg.Pool, *, react: bool = True) -> SweepStats:

@@ -82,3 +82,23 @@ async def test_the_daemon_sessions_carry_time_limits(db, db_url):
             limits = [await conn.fetchval(f"show {name}") for name in
                       ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
     assert limits == ["12s", "3s", "45s"]
+
+
+async def test_one_expired_lease_the_database_refuses_does_not_stall_the_sweep(db, db_url):
+    """A row written before a constraint existed (here: scheduled in year 20000, from before 0003) cannot be updated;
+    the sweep settles every other expired lease one by one and names the one it cannot."""
+    from listener.sweeper import expire_leases
+
+    ids = await _claimed(db, 3)
+    await db.execute("update touch_runs set locked_until = now() - interval '1 minute' where id = any($1)", ids)
+    await db.execute("alter table touch_runs drop constraint touch_runs_times_in_range")
+    await db.execute("update touch_runs set scheduled_at = '20000-01-01' where id = $1", ids[1])
+    await db.execute("alter table touch_runs add constraint touch_runs_times_in_range check"
+                     " (scheduled_at between '0001-01-01' and '9999-12-31 23:59:59') not valid")
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    try:
+        assert await expire_leases(pool) == 2
+    finally:
+        await pool.close()
+    rows = {r["id"]: r["status"] for r in await db.fetch("select id, status from touch_runs where id = any($1)", ids)}
+    assert rows == {ids[0]: "failed", ids[1]: "processing", ids[2]: "failed"}

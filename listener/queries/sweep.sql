@@ -2,13 +2,15 @@
 
 -- name: expire_leases
 -- A lease that ran out means the daemon died mid-send: the provider may have the message, so the touch is failed
--- with outcome_unknown, never sent again. Rows still locked by a live send transaction are skipped.
+-- with outcome_unknown, never sent again. Rows still locked by a live send transaction are skipped. $2: only these
+-- ids (null = any), for the one-by-one retry when a batch is refused (listener/sweeper.py).
 with expired as (
   update touch_runs t
   set status = 'failed', error = 'outcome_unknown: lease expired while processing (daemon ' ||
                                  coalesce(t.locked_by, '?') || ' stopped mid-send)',
       locked_by = null, locked_until = null, updated_at = now()
   from (select id from touch_runs where status = 'processing' and locked_until < now()
+          and ($2::uuid[] is null or id = any($2::uuid[]))
         order by locked_until limit $1 for update skip locked) pick
   where t.id = pick.id
   returning t.id, t.lead_id, t.channel, t.campaign_id, t.step
@@ -20,6 +22,9 @@ select e.lead_id, 'touch_failed', 'sweep', e.channel, 'outbound',
                           'error', 'lease expired while processing; the provider may or may not have the message')
 from expired e
 returning payload ->> 'touch_run_id' as touch_run_id
+
+-- name: expired_lease_ids
+select id from touch_runs where status = 'processing' and locked_until < now() order by locked_until limit $1
 
 -- name: count_due_touches
 select count(*)::bigint from touch_runs where status in ('queued', 'scheduled') and scheduled_at <= now()
