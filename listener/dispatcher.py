@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import cached_property
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,11 @@ class ClaimedTouch:
     provider_settings_id: UUID | None = None
     lead_timezone: str | None = None
     enriched_timezone: str | None = None
+
+    @cached_property
+    def provider_config(self) -> dict[str, Any]:
+        """account_provider_settings.config, decoded once; TouchFailure when it is not a JSON object."""
+        return _config(self.provider_config_json)
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ClaimedTouch:
@@ -204,7 +210,6 @@ class Dispatcher:
         self.in_flight = 0
         self.slot_freed = asyncio.Event()
         self.sends: set[asyncio.Task[None]] = set()
-        self._configs: dict[UUID, dict[str, Any]] = {}
         self._undecided: set[UUID] = set()
         # touch id → epoch seconds of its claim's check (the latest 10,000): the start of the stop window, which runs
         # to the provider call (README, tests/test_stop_window.py; metric revenue_asi_stop_window_seconds)
@@ -271,7 +276,7 @@ class Dispatcher:
                     step=touch.step, channel=touch.channel, payload=raw,
                     lead_phone=touch.lead_phone, lead_email=touch.lead_email, first_name=touch.first_name,
                     full_name=touch.full_name, company_name=touch.company_name, provider_name=touch.provider_name,
-                    provider_config=self._configs.get(touch.id) or _config(touch.provider_config_json),
+                    provider_config=touch.provider_config,
                     last_whatsapp_reply_at=touch.last_whatsapp_reply_at)
                 prepared = prepare_outbound(context, payload, templates, self.settings)
             except TouchFailure as failure:
@@ -288,13 +293,11 @@ class Dispatcher:
         Caps are decided in the database under per-sender / per-lead advisory locks (listener/sendcaps.py), in one
         short transaction that commits before the sends start; touches without caps take no lock and no query."""
         rows = []
-        self._configs.clear()
         for touch, raw, _ in ready:
             try:
-                config = _config(touch.provider_config_json)
-            except TouchFailure:
+                config = touch.provider_config
+            except TouchFailure:  # the touch fails on it when it is prepared
                 config = {}
-            self._configs[touch.id] = config
             rows.append(({"id": touch.id, "channel": touch.channel, "lead_id": touch.lead_id, "payload": raw,
                           "lead_timezone": touch.lead_timezone, "enriched_timezone": touch.enriched_timezone,
                           "lead_phone": touch.lead_phone, "provider_settings_id": touch.provider_settings_id,
