@@ -26,7 +26,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
-from listener import metrics
+from listener import metrics, safejson
 from listener.completer import Completer, Outcome
 from listener.errors import ProviderError, TouchFailure
 from listener.messages import Template, template_key_for
@@ -40,7 +40,6 @@ from listener.text import clean_text
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,8 @@ def decode_json(text: str | None, what: str) -> Any:
     """A jsonb value read as text: decoded here, per row, so a hostile value is that row's failure."""
     if text is None:
         return None
-    if len(text) > MAX_JSON_CHARS:
-        raise TouchFailure("invalid_payload", f"{what} is larger than {MAX_JSON_CHARS // 1024} KiB")
+    if len(text) > safejson.MAX_JSON_CHARS:  # the same bounds as every other JSON the daemon reads
+        raise TouchFailure("invalid_payload", f"{what} is larger than {safejson.MAX_JSON_CHARS // 1024} KiB")
     try:
         return orjson.loads(text)
     except ValueError as exc:  # orjson: too deep (1,024 levels), a number out of range, bad text
