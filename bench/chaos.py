@@ -39,7 +39,7 @@ import asyncpg
 from bench.drain import start_daemons
 from bench.env import DaemonProcess, Env
 from bench.workload import Workload, duplicates, insert_one, outcomes, touch_id_of, wait_drained
-from listener.database import connect
+from listener.database import DB_ERRORS, connect
 
 CHAOS_SETTINGS = {"REVENUE_ASI_LEASE_S": 3, "REVENUE_ASI_SWEEP_INTERVAL_S": 0.5,
                   "REVENUE_ASI_PROVIDER_TIMEOUT_S": 1, "REVENUE_ASI_SHUTDOWN_GRACE_S": 2}
@@ -82,7 +82,7 @@ class Load:
                     conn = await asyncpg.connect(self.workload.url, timeout=5)
                 await insert_one(conn, self.workload.account_id, self._leads[i], uuid.uuid4())
                 self.inserted += 1
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
+            except DB_ERRORS:
                 self.errors += 1
                 if conn is not None:
                     conn.terminate()

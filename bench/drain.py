@@ -49,7 +49,7 @@ async def maybe_dashboard(url: str, open_it: bool) -> AsyncIterator[Any]:
         async def poll() -> None:
             async with aiohttp.ClientSession() as http:
                 while True:
-                    async with http.get(dashboard.base) as response:
+                    async with http.get(dashboard.url) as response:
                         await response.read()
                     await asyncio.sleep(3)
 

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 
 from listener.daemon import Daemon
 from listener.database import connect

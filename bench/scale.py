@@ -157,13 +157,13 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
 
     out["decide_keys_64"] = _stats(await _timed(batches, decide_keys), per=64)
 
-    async def claim(_: int) -> object:
-        return await _rolled_back(conn, lambda: conn.fetch(Q.claim_due_touches, "scale", 120.0, 64))
+    async def claim(_: int) -> None:
+        await _rolled_back(conn, lambda: conn.fetch(Q.claim_due_touches, "scale", 120.0, 64))
 
     out["claim_64"] = _stats(await _timed(batches, claim), per=64)
 
-    async def claim_with_context(_: int) -> object:
-        return await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64))
+    async def claim_with_context(_: int) -> None:
+        await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64))
 
     out["claim_with_context_64"] = _stats(await _timed(batches, claim_with_context), per=64)
 

@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from listener.database import CONNECTION_ERRORS
 from listener.queries import Q
 from listener.text import clean_text
 
@@ -28,10 +29,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 512
 RETRY_AFTER_DB_ERROR_S = 0.5
 # Errors of the connection, not of the data: keep the outcomes and try again.
-CONNECTION_ERRORS = (OSError, ConnectionError, asyncio.TimeoutError, asyncpg.InterfaceError,
-                     asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
-                     asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError,
-                     asyncpg.exceptions.QueryCanceledError, asyncpg.exceptions.LockNotAvailableError)
+RETRYABLE_ERRORS = (*CONNECTION_ERRORS, asyncpg.exceptions.QueryCanceledError,
+                    asyncpg.exceptions.LockNotAvailableError)
 
 
 @dataclass
@@ -115,7 +114,7 @@ class Completer:
                 await self.write(batch)
             except Exception as exc:  # the completer outlives anything; the leases settle the worst case
                 log.warning("completer: could not write %d outcome(s) (%s); kept for the next try", len(batch),
-                            type(exc).__name__, exc_info=not isinstance(exc, CONNECTION_ERRORS))
+                            type(exc).__name__, exc_info=not isinstance(exc, RETRYABLE_ERRORS))
                 self._pending[:0] = batch
                 if stop.is_set():  # stopping: the leases settle what is left (outcome_unknown, never a re-send)
                     log.warning("completer: stopping with %d outcome(s) unwritten", len(self._pending))
@@ -129,7 +128,7 @@ class Completer:
     async def write(self, batch: Sequence[Outcome]) -> None:
         try:
             await self._write(batch)
-        except CONNECTION_ERRORS:
+        except RETRYABLE_ERRORS:
             raise
         except (asyncpg.PostgresError, TypeError, ValueError) as exc:  # the data was refused (orjson or the database)
             if len(batch) == 1:
@@ -158,7 +157,7 @@ class Completer:
         self.stats.stripped += 1
         try:
             await self._write([outcome.stripped(f"{type(exc).__name__}: {exc}")])
-        except CONNECTION_ERRORS:
+        except RETRYABLE_ERRORS:
             raise
         except (asyncpg.PostgresError, TypeError, ValueError):  # nothing of ours is left: the lease settles it
             log.exception("completer: touch %s could not be completed; the sweep will settle it", outcome.id)

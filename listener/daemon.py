@@ -190,7 +190,7 @@ class Daemon:
         self.completer_stop.set()
         try:
             await asyncio.wait_for(completer_task, timeout=max(self.settings.shutdown_grace_s, 1.0))
-        except (asyncio.TimeoutError, *DB_ERRORS):
+        except DB_ERRORS:
             log.warning("outcomes not written before exit; the sweep settles their touches")
         if self.pool is not None:
             await self.pool.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import warnings
@@ -22,6 +23,15 @@ log = logging.getLogger(__name__)
 SQL_DIR = Path(str(resources.files("listener") / "sql"))  # shipped inside the package (wheel or editable)
 REPEATABLE_DIRS = ("triggers", "views")
 REPEATABLE_KEY = "repeatable:triggers+views"
+
+
+# Errors of the connection, not of the data: the statement may be retried on a new connection, nothing is wrong
+# with the row. asyncpg.InternalClientError: a connection cut mid-query (database restart) can fail this way.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ConnectionError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError)
+# Any error a database call can raise, of the connection or of the statement.
+DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 class DatabaseError(RuntimeError):

@@ -40,7 +40,8 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict
 
 from listener import safejson
-from listener.payload import CHANNELS, DEFAULT_STOP_EVENTS, PHONE_CHANNELS
+from listener.payload import DEFAULT_STOP_EVENTS
+from listener.vocabulary import CHANNELS, PHONE_CHANNELS
 from listener.queries import Q
 from listener.safejson import InvalidJson
 

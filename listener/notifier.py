@@ -11,6 +11,7 @@ from collections.abc import Callable
 import asyncpg
 
 from listener import metrics
+from listener.database import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class Notifier:
                         await listening.execute("select 1", timeout=HEALTH_CHECK_S)
                 if lost.is_set() and not stop.is_set():
                     log.warning("LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                    asyncio.TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("LISTEN connection failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
             except Exception:  # the one LISTEN connection must come back whatever broke it
                 log.exception("LISTEN connection failed unexpectedly; retrying in %.1fs", backoff)

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from listener.contacts import normalise_email, normalise_phone
 from listener.errors import TouchFailure
 from listener.messages import Template, render_message
-from listener.payload import CHANNELS, PHONE_CHANNELS, Channel, ProviderChoice, TouchPayload
+from listener.payload import ProviderChoice, TouchPayload
+from listener.vocabulary import CHANNELS, PHONE_CHANNELS, Channel
 from listener.providers.base import PROVIDER_FOR_CHANNEL, OutboundMessage
 from listener.providers.elasticemail import email_header_problem
 from listener.settings import Settings

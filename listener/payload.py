@@ -4,14 +4,14 @@ message naming the field, so a malformed payload fails its one touch clearly."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from listener import safejson
 from listener.errors import TouchFailure
 
-from listener.vocabulary import CHANNELS, DEFAULT_STOP_EVENTS, PHONE_CHANNELS, Channel  # noqa: F401 (re-exported)
+from listener.vocabulary import DEFAULT_STOP_EVENTS, Channel
 
 
 class _Open(BaseModel):

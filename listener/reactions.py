@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
+from listener.database import CONNECTION_ERRORS
 from listener.decision import decision_from_row
 from listener.payload import DEFAULT_STOP_EVENTS
 from listener.queries import Q
@@ -27,8 +28,6 @@ SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 
 # A row that raises is retried alone; these end the drain instead (the connection is gone, nothing to isolate).
-CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.PostgresConnectionError,
-                     asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError)
 # Errors of the moment, not of the row: the reaction is retried later (REACTION_RETRY_S × attempts), and set aside
 # only after MAX_REACTION_ATTEMPTS.
 TRANSIENT_DB_ERRORS = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError,

@@ -56,7 +56,7 @@ class EmbeddedTestServer:
     async def fresh_database(self, prefix: str = "t") -> str:
         """A new database cloned from the migrated template; returns its URL."""
         return await self._create_database(f"{prefix}_{uuid.uuid4().hex[:12]}",
-                                           f'template "{self.template}" strategy file_copy')
+                                           f'template "{self.template}" strategy wal_log')
 
     async def empty_database(self) -> str:
         """A new database with no schema at all; returns its URL."""

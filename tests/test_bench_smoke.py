@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# asyncpg's pool release after a server restart; not in the daemon's DB_ERRORS yet (docs/performance.md, Chaos).
 
 
 def run_bench(tmp_path: Path, *args: str) -> dict:

@@ -14,7 +14,6 @@ import pytest
 
 from listener.database import connect, numbered_migrations
 from tests import factories
-from tests import pg
 from tests.cli_runner import Result, clean_env, cli
 
 LATEST = numbered_migrations()[-1].name

@@ -19,7 +19,6 @@ from listener.database import (
     migrate,
     numbered_migrations,
 )
-from tests import pg
 
 LATEST = numbered_migrations()[-1].name
 LOCK_KEY = "select pg_try_advisory_lock(hashtext('revenue_asi:migrate'))"

@@ -20,7 +20,8 @@ from listener.providers import OutboundMessage, build_providers, close_providers
 from listener.providers.base import parse_retry_after, scrub
 from listener.providers.elasticemail import ElasticEmailProvider, from_header
 from listener.providers.sandbox import ModeError, SandboxProviders, parse_mode
-from listener.providers.twilio import TwilioProvider, say_locale, twiml_say
+from listener.providers.twilio import TwilioProvider, twiml_say
+from listener.providers.voices import say_locale
 from listener.settings import Settings, load_settings
 
 SID = "AC00000000000000000000000000000001"  # ^AC[0-9a-f]{32}$, as the sandbox (and Twilio) checks

@@ -88,7 +88,7 @@ async def test_tick_reactivation_and_sweep(db, db_url):
     real = await cli("tick", "reactivation", env=env)
     assert real.rc == 0, real.err
     assert "reactivation: 1 candidate(s) · created 1 (queued 1, scheduled 0)" in real.out
-    assert f"created sms      queued    due" in real.out and str(lead_id) in real.out
+    assert "created sms      queued    due" in real.out and str(lead_id) in real.out
     sweep = await cli("tick", "sweep", "--dry-run", "--json", env=env)
     assert sweep.rc == 0 and json.loads(sweep.out)["due_touches"] == 1
     unknown = await cli("tick", "nope", env=env)

@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from listener.errors import ProviderError
 from listener.sanitize import clean_answer, scrub_secrets
-from listener.payload import CHANNELS, Channel
+from listener.vocabulary import CHANNELS, Channel
 from listener.vocabulary import PROVIDER_FOR_CHANNEL as VOCABULARY_PROVIDERS
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from listener import safejson
 from listener.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
-from listener.providers.voices import DEFAULT_LOCALE, say_locale, say_voice  # noqa: F401 (say_locale re-exported)
+from listener.providers.voices import DEFAULT_LOCALE, say_voice
 from listener.sanitize import (
     MAX_ANSWER_BYTES,
     clean_id,

@@ -7,13 +7,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import asyncpg
+from listener.database import DB_ERRORS
 
 log = logging.getLogger("listener.services")
 
-# asyncpg.InternalClientError: a pooled connection cut mid-query (database restart) fails its release this way.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-             asyncio.TimeoutError, ConnectionError)
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_CAP_S = 5.0
 MAX_WAIT_S = 3600.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from importlib import resources
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from listener.database import DatabaseError
+from listener.database import CONNECTION_ERRORS, DatabaseError
 from listener.web import api, auth, feed, health, pages
 from listener.web.render import ENV_KEY, environment, page
 
@@ -18,6 +17,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(resources.files("listener.web") / "static"))
 CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
+
+UNAVAILABLE: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, DatabaseError)
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -33,8 +34,7 @@ async def errors(request: web.Request, handler: auth.Handler) -> web.StreamRespo
         status, message = 400, str(exc)
     except asyncpg.QueryCanceledError:
         status, message = 503, "the database took too long to answer (statement_timeout); try again"
-    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-            asyncpg.PostgresConnectionError, DatabaseError) as exc:
+    except UNAVAILABLE as exc:
         log.warning("%s %s: database unavailable (%s)", request.method, request.path, type(exc).__name__)
         status, message = 503, "the database is unavailable; try again"
     else:

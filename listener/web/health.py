@@ -4,19 +4,17 @@ heartbeats, the web process's own LISTEN connection)."""
 
 from __future__ import annotations
 
-import asyncio
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from listener.database import numbered_migrations
+from listener.database import DB_ERRORS, numbered_migrations
 from listener.intents.status import queue_section
 from listener.queries import Q
 from listener.web.db import read_only
 
 READY_TIMEOUT_MS = 2_000
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 class DashboardMetrics:

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 from uuid import UUID
 
-import asyncpg
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from listener.database import CONNECTION_ERRORS
 from listener.inbound.classify import classify
 from listener.inbound.status import (StatusEffect, digits, elasticemail_status, phone_candidates, strip_whatsapp,
                                      twilio_call_status, twilio_message_status)
@@ -70,7 +70,7 @@ def _guard(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callabl
             return await handler(request)
         except BadRequest as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+        except CONNECTION_ERRORS as exc:
             log.warning("webhook %s: database unavailable (%s)", request.path, type(exc).__name__)
             return web.json_response({"error": "database unavailable; retry later"}, status=503)
 
