@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from bench import drain
-from bench.env import ACCOUNT_SID, AUTH_TOKEN, Env, Process, clean_env
+from bench.env import ACCOUNT_SID, AUTH_TOKEN, CpuMeter, Env, Process, clean_env
 from bench.peers import pgqueuer_peer
 from bench.workload import Workload, duplicates, insert_many, outcomes
 from listener.database import connect
@@ -85,8 +85,11 @@ async def pgqueuer_drain(env: Env, n: int, tasks: int = SAME_AS_SHIPPED_TASKS) -
         if await _wait_terminal(url, 60) is None:
             raise RuntimeError(f"pgqueuer peer warm-up did not finish:\n{proc.tail()}")
         await env.sandbox.reset()
+        meter = CpuMeter(env, [proc])
+        meter.start()
         insert_s, committed = await _insert_and_enqueue(workload, n)
         finished = await _wait_terminal(url, max(300.0, n / 20))
+        cpu = meter.stop()
         requests = await env.sandbox.requests()
         conn = await connect(url)
         try:
@@ -102,6 +105,7 @@ async def pgqueuer_drain(env: Env, n: int, tasks: int = SAME_AS_SHIPPED_TASKS) -
     return {"touches": n, "insert_s": round(insert_s, 3), "seconds": round(seconds, 3),
             "touches_per_s": round(n / seconds, 1), "sent": counts["by_status"].get("sent", 0) - WARMUP,
             "requests": len(requests), "sent_twice": len(duplicates(requests)),
+            "cpu_s": cpu, "cpu_us_per_touch": {k: round(v / n * 1e6) for k, v in cpu.items()},
             "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": tasks,
                          "http": "aiohttp, one keep-alive session (128 connections)", "pgqueuer": _version()}}
 
@@ -135,6 +139,11 @@ async def pgqueuer_latency(env: Env, rate: float, duration: float) -> dict[str, 
         await env.pg.drop_database(url)
     return {"offered_rate": rate, "duration_s": duration, **receipts_summary(offered, requests),
             "settings": {"batch_size": BATCH_SIZE, "max_concurrent_tasks": SAME_AS_SHIPPED_TASKS}}
+
+
+def _cpu_total(run: dict[str, Any]) -> float | None:
+    """CPU per touch of every process of a drain (dispatcher, fake provider, PostgreSQL), in µs."""
+    return float(sum(run["cpu_us_per_touch"].values())) if run.get("cpu_us_per_touch") else None
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -172,6 +181,14 @@ async def run(env: Env, n: int, ours: dict[str, Any] | None = None, latency: dic
         "note": "ours = 1 daemon at the shipped defaults (REVENUE_ASI_CONCURRENCY 32), full pipeline incl. pre-send "
                 "checks and the fallback decision; pgqueuer = 1 worker, batch 16, 32 tasks (same as ours) — and 64 "
                 "tasks as an extra row; it only sends, writes the status and touch_sent",
+    }
+    peer_cpu, our_cpu = _cpu_total(same), _cpu_total(shipped)
+    result["cpu_us_per_touch"] = {
+        "ours": shipped.get("cpu_us_per_touch"), "pgqueuer": same.get("cpu_us_per_touch"),
+        "total_ratio_peer_over_ours": _ratio(peer_cpu, our_cpu),
+        # Both sides share the fake provider, whose cost per request no dispatcher can remove: on a machine whose
+        # cores are all busy, the drain ratio cannot exceed (the peer's CPU per touch) / (the fake's alone).
+        "ratio_ceiling_from_the_fake": _ratio(peer_cpu, (shipped.get("cpu_us_per_touch") or {}).get("sandbox")),
     }
     if tuned is not None:
         result["ratio_tuned"] = _ratio(tuned["touches_per_s"], same["touches_per_s"])

@@ -68,8 +68,12 @@ def _peer(section: dict[str, Any]) -> str:
             ["ratio ours / pgqueuer 64 tasks", section["ratio_vs_peer_64_tasks"], "", "", ""]]
     if section.get("ratio_tuned") is not None:
         rows.append(["ratio, ours tuned (concurrency 128) / pgqueuer", section["ratio_tuned"], "", "", ""])
+    cpu = section.get("cpu_us_per_touch") or {}
     return table(f"peer: drain of {section['touches']} touches and latency at {lat.get('rate')}/s, same server, "
-                 "same fake provider (latency ratios: peer / ours, > 1 = ours faster)",
+                 "same fake provider (latency ratios: peer / ours, > 1 = ours faster); CPU µs per touch ours "
+                 f"{cpu.get('ours')}, pgqueuer {cpu.get('pgqueuer')} (peer / ours "
+                 f"{cpu.get('total_ratio_peer_over_ours')}); the fake alone bounds the drain ratio at "
+                 f"{cpu.get('ratio_ceiling_from_the_fake')}",
                  ["consumer", "touches/s", "seconds", "p50 ms", "p99 ms"], rows)
 
 

@@ -51,3 +51,14 @@ async def db(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What tests measured (``record_property("measured", …)``), printed once at the end: with pytest-xdist the
+    workers' own output is not shown, their reports' properties are."""
+    lines = [str(value) for report in terminalreporter.stats.get("passed", [])
+             for key, value in getattr(report, "user_properties", ()) if key == "measured"]
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

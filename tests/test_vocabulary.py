@@ -26,3 +26,10 @@ def test_stop_events_and_statuses_are_consistent():
     assert set(v.DEFAULT_STOP_EVENTS) <= set(v.INBOUND_STOP_TYPES)
     assert set(v.OPEN_STATUSES) | set(v.TERMINAL_STATUSES) == set(v.TOUCH_STATUSES)
     assert set(v.PHONE_CHANNELS) | {"email"} == set(v.CHANNELS)
+
+
+async def test_the_default_stop_events_are_the_same_in_sql(db):
+    assert await db.fetchval("select default_stop_events()") == list(v.DEFAULT_STOP_EVENTS)
+    assert await db.fetchval("select touch_stop_events('{}'::jsonb)") == list(v.DEFAULT_STOP_EVENTS)
+    plan = '{"routing": {"stop_on_events": ["reply_negative"]}}'
+    assert await db.fetchval("select touch_stop_events($1::text::jsonb)", plan) == ["reply_negative"]

@@ -111,10 +111,7 @@ with canceled as (
   update touch_runs t
   set status = 'canceled', error = 'canceled: ' || $3, locked_by = null, locked_until = null, updated_at = now()
   where t.lead_id = $1 and t.status in ('queued', 'scheduled')
-    and ($4 or ($2 = any(
-          case when jsonb_typeof(t.payload -> 'routing' -> 'stop_on_events') = 'array'
-               then array(select jsonb_array_elements_text(t.payload -> 'routing' -> 'stop_on_events'))
-               else array['reply_positive', 'appointment_booked', 'do_not_contact'] end)
+    and ($4 or ($2 = any(touch_stop_events(t.payload))
          and (select min(k.created_at) from touch_runs k
               where k.lead_id = t.lead_id and k.campaign_id is not distinct from t.campaign_id
                 and k.step = t.step) <= $6))

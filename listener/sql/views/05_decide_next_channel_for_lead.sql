@@ -140,7 +140,7 @@ begin
   -- stop_on_events: an array of strings (missing -> the defaults)
   v := routing->'stop_on_events';
   if v is null or jsonb_typeof(v) = 'null' then
-    stop_on_events := array['reply_positive', 'appointment_booked', 'do_not_contact'];
+    stop_on_events := default_stop_events();
   elsif jsonb_typeof(v) = 'array'
         and not exists (select 1 from jsonb_array_elements(v) e(x) where jsonb_typeof(e.x) <> 'string') then
     stop_on_events := array(select e.x from jsonb_array_elements_text(v) with ordinality e(x, n) order by e.n);

@@ -1,6 +1,6 @@
 -- The first stop event of a touch's cadence (SPEC §6, §7): an event of the touch's `routing.stop_on_events`
--- (default reply_positive, appointment_booked, do_not_contact) for its lead since the touch's (lead, campaign,
--- step) key began. A single scalar subquery, so PostgreSQL inlines it into the queries that call it.
+-- (default_stop_events() without one) for its lead since the touch's (lead, campaign,
+-- step) key began. (PostgreSQL does not inline SQL functions whose body has a sub-select: it runs as a call.
 create or replace function touch_stop_event(p_lead_id uuid, p_campaign_id uuid, p_step int, p_payload jsonb)
 returns text
 language sql stable
@@ -12,10 +12,7 @@ as $$
       and e.created_at >= (select min(k.created_at) from touch_runs k
                            where k.lead_id = p_lead_id and k.campaign_id is not distinct from p_campaign_id
                              and k.step = p_step)
-      and e.event_type = any(
-        case when jsonb_typeof(p_payload -> 'routing' -> 'stop_on_events') = 'array'
-             then array(select jsonb_array_elements_text(p_payload -> 'routing' -> 'stop_on_events'))
-             else array['reply_positive', 'appointment_booked', 'do_not_contact'] end)
+      and e.event_type = any(touch_stop_events(p_payload))
     order by e.created_at
     limit 1
   )
