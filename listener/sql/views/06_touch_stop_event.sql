@@ -1,6 +1,6 @@
 -- The first stop event of a touch's cadence (SPEC §6, §7): an event of the touch's `routing.stop_on_events`
 -- (default_stop_events() without one) for its lead since the touch's (lead, campaign,
--- step) key began. (PostgreSQL does not inline SQL functions whose body has a sub-select: it runs as a call.
+-- step) key began. PostgreSQL does not inline an SQL function whose body has a sub-select: it runs as a call.
 create or replace function touch_stop_event(p_lead_id uuid, p_campaign_id uuid, p_step int, p_payload jsonb)
 returns text
 language sql stable
