@@ -88,10 +88,33 @@ async def generate(url: str, rows: int) -> None:
         await conn.close()
 
 
+HOME_ARGS: dict[str, tuple[Any, ...]] = {"dash_leases_expiring": (30,), "dash_recent_events": (None, 25),
+                                         "dash_touches": (None, None, None, None, None, None, None, 50)}
+
+
+async def query_times(url: str, n: int = 20) -> dict[str, float]:
+    """Median milliseconds of each home-page query, run as the page runs it (read-only, custom plans), so the
+    slowest one is named."""
+    out: dict[str, float] = {}
+    conn = await connect(url)
+    try:
+        async with conn.transaction(readonly=True):
+            await conn.execute("set local plan_cache_mode = force_custom_plan")
+            for name in HOME_QUERIES:
+                took = []
+                for _ in range(n):
+                    started = time.perf_counter()
+                    await conn.fetch(getattr(Q, name), *HOME_ARGS.get(name, ()))
+                    took.append((time.perf_counter() - started) * 1000)
+                out[name] = round(statistics.median(took), 2)
+    finally:
+        await conn.close()
+    return out
+
+
 async def plans(url: str) -> dict[str, list[str]]:
     """Which indexes each query of the home page walks (EXPLAIN, no ANALYZE)."""
-    args: dict[str, tuple[Any, ...]] = {"dash_leases_expiring": (30,), "dash_recent_events": (None, 25),
-                                        "dash_touches": (None, None, None, None, None, None, None, 50)}
+    args = HOME_ARGS
     out: dict[str, list[str]] = {}
     conn = await connect(url)
     try:
@@ -199,6 +222,7 @@ async def run(sizes: list[int], requests: int) -> dict[str, Any]:
                     "/touches": await timings(base, "touches", requests),
                     "/metrics": await timings(base, "metrics", requests),
                     "/api/status": await timings(base, "api/status", max(5, requests // 5)),
+                    "query_ms": await query_times(url),
                     "plans": await plans(url),
                 }
             finally:

@@ -8,13 +8,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 
 from listener.database import CONNECTION_ERRORS
-from listener.decision import decision_from_row
+from listener.decision import Decision, decision_from_row
 from listener.payload import DEFAULT_STOP_EVENTS
 from listener.queries import Q
 from listener.sanitize import clean_answer
@@ -33,16 +33,74 @@ ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 TRANSIENT_DB_ERRORS = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError,
                        asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError)
 MAX_REACTION_ATTEMPTS = 5
+Row = TypeVar("Row")
 REACTION_RETRY_S = 5.0
 COOLDOWN_RETRY_S = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecisionKey:
     lead_id: UUID
     campaign_id: UUID | None
     step: int
     latest_touch_id: UUID  # act only if this is still the newest touch of the key
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> DecisionKey:
+        """A row of take_due_cooldowns."""
+        return cls(row["lead_id"], row["campaign_id"], row["step"], row["latest_touch_id"])
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionEvent:
+    """An event to react to: a row of take_reactions, or (replay) of core_memory_events with its payload."""
+
+    id: UUID
+    lead_id: UUID
+    event_type: str
+    created_at: datetime
+    touch_run_id: UUID | None  # payload.touch_run_id when it is a valid uuid
+    failure_class: str | None  # payload.failure_class when it is a string
+    attempts: int = 0  # earlier attempts that raised (0003_poison.sql)
+
+    @classmethod
+    def from_take(cls, row: asyncpg.Record) -> ReactionEvent:
+        """The take query hands touch_run_id and failure_class over as text, never the payload: a payload nobody
+        can decode never reaches Python."""
+        return cls(row["id"], row["lead_id"], row["event_type"], row["created_at"], _uuid_or_none(row["touch_run_id"]),
+                   row["failure_class"], row["attempts"])
+
+    @classmethod
+    def from_event(cls, row: asyncpg.Record) -> ReactionEvent:
+        """A core_memory_events row with its decoded payload, which may be anything (an array, null)."""
+        payload = row["payload"] if isinstance(row["payload"], dict) else {}
+        failure_class = payload.get("failure_class")
+        return cls(row["id"], row["lead_id"], row["event_type"], row["created_at"],
+                   _uuid_or_none(payload.get("touch_run_id")), failure_class if isinstance(failure_class, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class TouchKey:
+    """A row of touch_keys: the key of a touch, and whether the touch is still the newest of it, none open."""
+
+    touch_run_id: UUID
+    lead_id: UUID
+    campaign_id: UUID | None
+    step: int
+    is_latest: bool
+    has_open: bool
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> TouchKey:
+        return cls(row["touch_run_id"], row["lead_id"], row["campaign_id"], row["step"], row["is_latest"],
+                   row["has_open"])
+
+
+def _uuid_or_none(raw: object) -> UUID | None:
+    try:
+        return UUID(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -70,13 +128,13 @@ class ReactionStats:
                 "steps_advanced": self.steps_advanced}
 
 
-def decision_event(row: asyncpg.Record, trigger_event_id: UUID | None) -> dict[str, Any]:
+def decision_event(decision: Decision, key: DecisionKey, trigger_event_id: UUID | None) -> dict[str, Any]:
     """The fallback_decision event payload: the decision (listener.decision's form) and the key it is for."""
     return {
-        **decision_from_row(row).event_payload(),
-        "lead_id": str(row["lead_id"]),
-        "campaign_id": str(row["campaign_id"]) if row["campaign_id"] else None,
-        "step": row["step"],
+        **decision.event_payload(),
+        "lead_id": str(key.lead_id),
+        "campaign_id": str(key.campaign_id) if key.campaign_id else None,
+        "step": key.step,
         "trigger_event_id": str(trigger_event_id) if trigger_event_id else None,
     }
 
@@ -90,27 +148,27 @@ async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
     triggers = list(trigger_events) if trigger_events is not None else [None] * len(keys)
     rows = await conn.fetch(Q.decide_for_keys, [k.lead_id for k in keys], [k.campaign_id for k in keys],
                             [k.step for k in keys], None)
-    by_key = {(r["lead_id"], r["campaign_id"], r["step"]): r for r in rows}
+    by_key = {(r["lead_id"], r["campaign_id"], r["step"]): decision_from_row(r) for r in rows}
     events: list[dict[str, Any]] = []
     follow_ups: list[tuple[UUID, str]] = []
     cooldowns: list[tuple[UUID, UUID | None, int, UUID, datetime]] = []
     cadence_events: list[dict[str, Any]] = []
     seen: set[UUID] = set()
     for key, trigger in zip(keys, triggers):
-        row = by_key.get((key.lead_id, key.campaign_id, key.step))
-        if row is None or row["latest_touch_id"] != key.latest_touch_id or key.latest_touch_id in seen:
+        decided = by_key.get((key.lead_id, key.campaign_id, key.step))
+        if decided is None or decided.latest_touch_id != key.latest_touch_id or key.latest_touch_id in seen:
             stats.superseded += 1  # a newer touch exists: its own outcome will decide
             continue
         seen.add(key.latest_touch_id)
-        decision = row["decision"]
-        stats.decisions[decision] = stats.decisions.get(decision, 0) + 1
-        events.append(decision_event(row, trigger))
-        if decision in ("retry_same_channel", "switch_channel"):
-            follow_ups.append((key.latest_touch_id, row["next_channel"]))
-        elif decision == "wait_cooldown":
-            cooldowns.append((key.lead_id, key.campaign_id, key.step, key.latest_touch_id, row["cooldown_until"]))
-        elif decision == "stop" and key.campaign_id is not None:
-            await _end_step(conn, key, row["stop_reason"] or "", stats, cadence_events)
+        kind = decided.decision
+        stats.decisions[kind] = stats.decisions.get(kind, 0) + 1
+        events.append(decision_event(decided, key, trigger))
+        if kind in ("retry_same_channel", "switch_channel") and decided.next_channel is not None:
+            follow_ups.append((key.latest_touch_id, decided.next_channel))
+        elif kind == "wait_cooldown" and decided.cooldown_until is not None:
+            cooldowns.append((key.lead_id, key.campaign_id, key.step, key.latest_touch_id, decided.cooldown_until))
+        elif kind == "stop" and key.campaign_id is not None:
+            await _end_step(conn, key, decided.stop_reason or "", stats, cadence_events)
     if events:
         await conn.execute(Q.insert_decision_events, events)
     if follow_ups:
@@ -176,70 +234,40 @@ async def react_to_stop_event(conn: asyncpg.Connection, event_id: UUID, lead_id:
     return stats
 
 
-async def react_to_events(conn: asyncpg.Connection, events: Iterable[asyncpg.Record]) -> ReactionStats:
-    """React to a batch of core_memory_events rows (id, lead_id, event_type, payload), in order. In a transaction."""
+async def react_to_events(conn: asyncpg.Connection, events: Iterable[ReactionEvent]) -> ReactionStats:
+    """React to a batch of events, in order. In a transaction."""
     stats = ReactionStats()
-    outcome_events: list[asyncpg.Record] = []
+    with_touch: list[tuple[ReactionEvent, UUID]] = []
     for event in events:
         stats.events += 1
-        if event["event_type"] in TOUCH_OUTCOMES:
-            outcome_events.append(event)
-        elif event["event_type"] in UNDELIVERY_EVENTS:
-            if _failure_class(event) == "permanent":  # a permanent undelivery exhausts the channel: decide again
-                outcome_events.append(event)
+        if event.event_type in TOUCH_OUTCOMES or event.event_type in UNDELIVERY_EVENTS:
+            # a permanent undelivery exhausts the channel: decide again; a transient one changes nothing
+            if event.event_type in UNDELIVERY_EVENTS and event.failure_class != "permanent":
+                continue
+            if event.touch_run_id is None:
+                log.warning("event %s has no valid payload.touch_run_id; no decision", event.id)
+            else:
+                with_touch.append((event, event.touch_run_id))
         else:
-            stats.add(await react_to_stop_event(conn, event["id"], event["lead_id"], event["event_type"],
-                                                event["created_at"]))
-    with_touch: list[tuple[asyncpg.Record, UUID]] = []
-    for event in outcome_events:
-        touch_id = _touch_run_id(event)
-        if touch_id is None:
-            log.warning("event %s has no valid payload.touch_run_id; no decision", event["id"])
-        else:
-            with_touch.append((event, touch_id))
+            stats.add(await react_to_stop_event(conn, event.id, event.lead_id, event.event_type, event.created_at))
     if with_touch:
-        touch_ids = [t for _, t in with_touch]
-        keys_by_touch = {r["touch_run_id"]: r for r in await conn.fetch(Q.touch_keys, touch_ids)}
+        keys_by_touch = {key.touch_run_id: key for key in map(
+            TouchKey.from_record, await conn.fetch(Q.touch_keys, [touch_id for _, touch_id in with_touch]))}
         keys, triggers = [], []
         for event, touch_id in with_touch:
             key = keys_by_touch.get(touch_id)
-            if key is None or not key["is_latest"] or key["has_open"]:
+            if key is None or not key.is_latest or key.has_open:
                 stats.superseded += 1
                 continue
-            keys.append(DecisionKey(key["lead_id"], key["campaign_id"], key["step"], touch_id))
-            triggers.append(event["id"])
+            keys.append(DecisionKey(key.lead_id, key.campaign_id, key.step, touch_id))
+            triggers.append(event.id)
         stats.add(await decide_and_act(conn, keys, triggers))
     return stats
 
 
-def _failure_class(event: asyncpg.Record | dict[str, Any]) -> str | None:
-    """payload.failure_class of an undelivery event: a column of the take query, or from replay's payload."""
-    keys = set(event.keys())
-    if "failure_class" in keys:
-        return event["failure_class"]  # type: ignore[no-any-return]
-    payload = event["payload"] if "payload" in keys else None
-    value = payload.get("failure_class") if isinstance(payload, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def _touch_run_id(event: asyncpg.Record | dict[str, Any]) -> UUID | None:
-    """payload.touch_run_id of a touch outcome event, or None. The take query hands it over as text (so a payload
-    nobody can decode never reaches Python); replay hands the payload, which may be anything (an array, null)."""
-    keys = set(event.keys())  # asyncpg's Record.keys() is an iterator: read it once
-    if "touch_run_id" in keys:
-        raw = event["touch_run_id"]
-    else:
-        payload = event["payload"] if "payload" in keys else None
-        raw = payload.get("touch_run_id") if isinstance(payload, dict) else None
-    try:
-        return UUID(str(raw)) if raw is not None else None
-    except ValueError:
-        return None
-
-
-async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
-                 act: Callable[[asyncpg.Connection, list[asyncpg.Record]], Awaitable[ReactionStats]],
-                 set_aside: Callable[[asyncpg.Connection, asyncpg.Record, BaseException], Awaitable[None]],
+async def _drain(pool: asyncpg.Pool, take_query: str, batch: int, parse: Callable[[asyncpg.Record], Row],
+                 act: Callable[[asyncpg.Connection, list[Row]], Awaitable[ReactionStats]],
+                 set_aside: Callable[[asyncpg.Connection, Row, BaseException], Awaitable[None]],
                  ) -> ReactionStats:
     """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left.
 
@@ -249,7 +277,7 @@ async def _drain(pool: asyncpg.Pool, take_query: str, batch: int,
     total = ReactionStats()
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(take_query, batch)
+            rows = [parse(r) for r in await conn.fetch(take_query, batch)]
             if not rows:
                 return total
             try:
@@ -279,38 +307,34 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:499] + "…"
 
 
-async def _set_aside_reaction(conn: asyncpg.Connection, event: asyncpg.Record, exc: BaseException) -> None:
-    attempts = (event["attempts"] if "attempts" in set(event.keys()) else 0) + 1
+async def _set_aside_reaction(conn: asyncpg.Connection, event: ReactionEvent, exc: BaseException) -> None:
+    attempts = event.attempts + 1
     transient = isinstance(exc, TRANSIENT_DB_ERRORS) and attempts < MAX_REACTION_ATTEMPTS
-    log.warning("reaction to event %s (%s) %s: %s", event["id"], event["event_type"],
+    log.warning("reaction to event %s (%s) %s: %s", event.id, event.event_type,
                 f"failed (attempt {attempts}), retried later" if transient else "cannot be processed; set aside",
                 describe_error(exc))
-    await conn.execute(Q.set_aside_reaction, event["id"], event["lead_id"], event["event_type"],
-                       event["created_at"], attempts, describe_error(exc), not transient,
-                       REACTION_RETRY_S * attempts)
+    await conn.execute(Q.set_aside_reaction, event.id, event.lead_id, event.event_type, event.created_at, attempts,
+                       describe_error(exc), not transient, REACTION_RETRY_S * attempts)
 
 
 async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
     """Take and perform pending reactions until none are left."""
 
-    async def act(conn: asyncpg.Connection, events: list[asyncpg.Record]) -> ReactionStats:
-        return await react_to_events(conn, sorted(events, key=lambda e: e["created_at"]))
+    async def act(conn: asyncpg.Connection, events: list[ReactionEvent]) -> ReactionStats:
+        return await react_to_events(conn, sorted(events, key=lambda e: e.created_at))
 
-    return await _drain(pool, Q.take_reactions, batch, act, _set_aside_reaction)
+    return await _drain(pool, Q.take_reactions, batch, ReactionEvent.from_take, act, _set_aside_reaction)
 
 
-async def _set_aside_cooldown(conn: asyncpg.Connection, row: asyncpg.Record, exc: BaseException) -> None:
+async def _set_aside_cooldown(conn: asyncpg.Connection, key: DecisionKey, exc: BaseException) -> None:
     log.warning("re-deciding lead %s campaign %s step %s after its cooldown failed; retried in %.0fs: %s",
-                row["lead_id"], row["campaign_id"], row["step"], COOLDOWN_RETRY_S, describe_error(exc))
-    await conn.execute(Q.postpone_cooldown, row["lead_id"], row["campaign_id"], row["step"], row["latest_touch_id"],
+                key.lead_id, key.campaign_id, key.step, COOLDOWN_RETRY_S, describe_error(exc))
+    await conn.execute(Q.postpone_cooldown, key.lead_id, key.campaign_id, key.step, key.latest_touch_id,
                        COOLDOWN_RETRY_S)
 
 
 async def drain_due_cooldowns(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats:
     """Re-decide keys whose cooldown has ended."""
 
-    async def act(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> ReactionStats:
-        keys = [DecisionKey(r["lead_id"], r["campaign_id"], r["step"], r["latest_touch_id"]) for r in rows]
-        return await decide_and_act(conn, keys)
-
-    return await _drain(pool, Q.take_due_cooldowns, batch, act, _set_aside_cooldown)
+    return await _drain(pool, Q.take_due_cooldowns, batch, DecisionKey.from_record, decide_and_act,
+                        _set_aside_cooldown)

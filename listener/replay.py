@@ -30,7 +30,7 @@ import asyncpg
 
 from listener.appointments import replay_reminders
 from listener.queries import Q
-from listener.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionStats, react_to_events
+from listener.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionEvent, ReactionStats, react_to_events
 from listener.settings import Settings, get_settings
 
 PAGE = 200
@@ -127,19 +127,15 @@ async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary:
         summary.stale_stop_events += 1
         summary.unchanged += 1
         return
-    touch_id: UUID | None = None
-    if is_outcome:
-        try:
-            touch_id = UUID(str((event["payload"] or {}).get("touch_run_id")))
-        except ValueError:
-            touch_id = None
+    reaction = ReactionEvent.from_event(event)
+    touch_id = reaction.touch_run_id if is_outcome else None
     had_cooldown = bool(touch_id and await conn.fetchval(Q.replay_has_pending_cooldown, touch_id))
     before = {r["id"]: r["status"] for r in await conn.fetch(Q.replay_lead_touches, event["lead_id"])}
     stats = ReactionStats()
     kept = False
     try:
         async with conn.transaction():  # a savepoint
-            stats = await react_to_events(conn, [event])
+            stats = await react_to_events(conn, [reaction])
             new_cooldown = bool(stats.decisions.get("wait_cooldown")) and not had_cooldown
             kept = pending or _changed(stats) or new_cooldown
             if not kept:
