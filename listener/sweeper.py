@@ -1,5 +1,6 @@
 """The sweep (SPEC §9), the one implementation behind the daemon's sweep loop and `revenue-asi tick sweep`: expired
-leases (failed as outcome_unknown, never re-sent), reactions and ended cooldowns a missed NOTIFY left behind. Due
+leases (failed as outcome_unknown, never re-sent), reactions and ended cooldowns a missed NOTIFY left behind, and
+the campaign-lead count deltas folded (0008). Due
 touches are the dispatcher's: the daemon wakes it after each sweep; `tick sweep`, with no daemon, drives it once."""
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ async def sweep_once(pool: asyncpg.Pool, *, react: bool = True) -> SweepStats:
     reaction service instead, so the two never work the same backlog side by side."""
     stats = SweepStats()
     stats.leases_expired = await expire_leases(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(Q.fold_campaign_lead_counts)
     if react:
         stats.reactions = await drain_reactions(pool)
         stats.cooldowns = await drain_due_cooldowns(pool)

@@ -110,9 +110,13 @@ with touch as (
 select id, lead_id, channel, status, scheduled_at, step, idempotency_key from touch
 
 -- name: status_cadences
--- For `revenue-asi status`: campaign leads by status, and the cooldown timers waiting.
-select coalesce((select jsonb_object_agg(status, n) from (select status, count(*)::bigint as n from campaign_leads
-                                                         group by status) s), '{}'::jsonb) as campaign_leads,
+-- For `revenue-asi status` and `/`: campaign leads by status (the counts kept by 0008, not a count of the table),
+-- and the cooldown timers waiting.
+select coalesce((select jsonb_object_agg(status, n order by status)
+                 from (select status, sum(n)::bigint as n
+                       from (select status, n from campaign_lead_counts
+                             union all select status, n from campaign_lead_count_deltas) c
+                       group by status having sum(n) <> 0) s), '{}'::jsonb) as campaign_leads,
        (select count(*) from pending_cooldowns)::bigint as cooldown_timers,
        (select min(due_at) from pending_cooldowns) as next_cooldown_at,
        (select min(scheduled_at) from touch_runs where status = 'scheduled' and scheduled_at > now()) as next_scheduled_at

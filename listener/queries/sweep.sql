@@ -33,3 +33,13 @@ select count(*)::bigint from touch_runs where status in ('queued', 'scheduled') 
 insert into job_runs (job, started_at, finished_at, dry_run, stats, error)
 values ($1, $2, now(), $3, $4, $5)
 returning id
+
+-- name: fold_campaign_lead_counts
+-- The deltas the campaign_leads triggers wrote, folded into campaign_lead_counts (0008) in one statement; two
+-- sweeps at once fold each delta once (the second skips the rows the first deleted).
+with folded as (
+  delete from campaign_lead_count_deltas returning status, n
+)
+insert into campaign_lead_counts (status, n)
+select status, sum(n) from folded group by status order by status
+on conflict (status) do update set n = campaign_lead_counts.n + excluded.n
