@@ -41,15 +41,22 @@ select
   s.is_unsubscribed, s.in_negative_cooldown, s.reason as suppression_reason,
   (select max(e.created_at) from core_memory_events e
    where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
-  touch_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) as stop_event,
+  stop.event_type as stop_event,
   now() as checked_at
 from claimed t
 join leads l on l.id = t.lead_id
 join lead_contacts_v1 c on c.lead_id = t.lead_id
 join lead_suppression_status_v1 s on s.lead_id = t.lead_id
+left join lateral touch_first_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) stop on true
 left join lead_enriched le on le.lead_id = t.lead_id
 left join account_provider_settings ps
   on ps.account_id = t.account_id and ps.channel = t.channel and ps.is_default
+
+-- name: claim_generic_plan
+-- Run in the claim's transaction, before it. The claim's custom plan (the default for a statement whose LIMIT is a
+-- parameter) is planned again at every claim — milliseconds, more than some claims take to run; its generic plan
+-- walks the same indexes (touch_runs_due, leads_pkey, core_memory_events_lead) and is planned once per connection.
+set local plan_cache_mode = force_generic_plan
 
 -- name: touch_stop_reason
 -- Before a retry (after a 429 or 5xx the provider did not take the message): the same reasons not to send, on a
