@@ -163,11 +163,7 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
     out["claim_64"] = _stats(await _timed(batches, claim), per=64)
 
     async def claim_with_context(_: int) -> None:
-        async def body() -> None:  # as the dispatcher runs it: its generic plan
-            await conn.execute(Q.claim_generic_plan)
-            await conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64)
-
-        await _rolled_back(conn, body)
+        await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64))
 
     out["claim_with_context_64"] = _stats(await _timed(batches, claim_with_context), per=64)
 

@@ -220,8 +220,7 @@ class Dispatcher:
         return self.settings.concurrency - self.in_flight
 
     async def claim(self, limit: int) -> list[ClaimedTouch]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(Q.claim_generic_plan)
+        async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.claim_touches_with_context, self.worker_id, self.settings.lease_s, limit)
         self.stats.claimed += len(rows)
         return [ClaimedTouch.from_record(r) for r in rows]

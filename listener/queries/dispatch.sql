@@ -52,12 +52,6 @@ left join lead_enriched le on le.lead_id = t.lead_id
 left join account_provider_settings ps
   on ps.account_id = t.account_id and ps.channel = t.channel and ps.is_default
 
--- name: claim_generic_plan
--- Run in the claim's transaction, before it. The claim's custom plan (the default for a statement whose LIMIT is a
--- parameter) is planned again at every claim — milliseconds, more than some claims take to run; its generic plan
--- walks the same indexes (touch_runs_due, leads_pkey, core_memory_events_lead) and is planned once per connection.
-set local plan_cache_mode = force_generic_plan
-
 -- name: touch_stop_reason
 -- Before a retry (after a 429 or 5xx the provider did not take the message): the same reasons not to send, on a
 -- fresh snapshot, for one touch.
