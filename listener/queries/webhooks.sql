@@ -60,11 +60,26 @@ where not $12::boolean and not exists (select 1 from touch)
 -- The lead who sent an inbound message: among the leads of the accounts whose Twilio sender (config.from,
 -- compared by digits, so 'whatsapp:+1…' and '+1…' match) received it ($1 = the receiving number's digits), the
 -- ones whose phone has the sender's digits ($2: E.164 digits, national digits); ties -> the most recently touched.
+-- Candidates come from the phone-digit indexes of leads and lead_enriched (0009); lead_contacts_v1 then decides
+-- which phone is the lead's (enriched first), as everywhere else.
+with receivers as (
+  select ps.account_id
+  from account_provider_settings ps
+  where ps.provider = 'twilio' and regexp_replace(ps.config ->> 'from', '[^0-9]', '', 'g') = $1::text
+), candidates as (
+  select l.id as lead_id
+  from leads l
+  where l.account_id in (select account_id from receivers)
+    and regexp_replace(l.phone, '[^0-9]', '', 'g') = any($2::text[])
+  union
+  select le.lead_id
+  from lead_enriched le
+  where regexp_replace(le.phone, '[^0-9]', '', 'g') = any($2::text[])
+)
 select c.lead_id, c.account_id
-from account_provider_settings ps
-join lead_contacts_v1 c on c.account_id = ps.account_id
-where ps.provider = 'twilio'
-  and regexp_replace(ps.config ->> 'from', '[^0-9]', '', 'g') = $1::text
+from candidates k
+join lead_contacts_v1 c on c.lead_id = k.lead_id
+where c.account_id in (select account_id from receivers)
   and regexp_replace(c.phone, '[^0-9]', '', 'g') = any($2::text[])
 order by (select max(t.created_at) from touch_runs t where t.lead_id = c.lead_id) desc nulls last, c.lead_id
 limit 1
