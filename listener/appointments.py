@@ -9,6 +9,8 @@ filed in appointment_inbox (by the appointments trigger: insert, or a change of 
   `meta.source = "appointment_reminder"`. A reminder already past is not created (the event lists it).
 * starts_at moved → old reminders canceled, new ones created, `appointment_rescheduled`.
 * canceled → reminders canceled, `appointment_canceled`; completed / no_show → open reminders canceled.
+* location changed (SPEC is silent) → the open reminders rewritten with the new place, `appointment_updated`
+  (payload: location, previous_location, reminders_updated).
 
 Reminders carry `routing.stop_on_events = ["do_not_contact", "unsubscribe"]`, so `reply_positive` and
 `appointment_booked` do not cancel them (neither in the reactions nor in the dispatcher's pre-send re-check)
@@ -37,8 +39,8 @@ from listener.messages import DEFAULT_LANGUAGE, render_text
 from listener.queries import Q
 from listener.services.base import run_service
 from listener.settings import Settings
-from listener.vocabulary import (APPOINTMENT_BOOKED, APPOINTMENT_CANCELED, APPOINTMENT_RESCHEDULED, DO_NOT_CONTACT,
-                                 UNSUBSCRIBE)
+from listener.vocabulary import (APPOINTMENT_BOOKED, APPOINTMENT_CANCELED, APPOINTMENT_RESCHEDULED, APPOINTMENT_UPDATED,
+                                 DO_NOT_CONTACT, UNSUBSCRIBE)
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +132,15 @@ class AppointmentStats:
     booked: int = 0
     rescheduled: int = 0
     canceled: int = 0
+    updated: int = 0
     reminders_created: int = 0
     reminders_canceled: int = 0
+    reminders_updated: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"appointments": self.appointments, "booked": self.booked, "rescheduled": self.rescheduled,
-                "canceled": self.canceled, "reminders_created": self.reminders_created,
-                "reminders_canceled": self.reminders_canceled}
+                "canceled": self.canceled, "updated": self.updated, "reminders_created": self.reminders_created,
+                "reminders_canceled": self.reminders_canceled, "reminders_updated": self.reminders_updated}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -206,21 +210,33 @@ async def plan_reminders(conn: asyncpg.Connection, settings: Settings, appt: Map
     return touches, skipped, (None if touches else "reminder_times_past")
 
 
+@dataclass
+class Reminders:
+    created: list[dict[str, Any]]  # inserted, or put back
+    keys: list[str]  # every reminder the appointment should have now
+    skipped: list[dict[str, Any]]
+    why_none: str | None
+    updated: list[str]  # open reminders rewritten with the planned content
+
+
 async def ensure_reminders(conn: asyncpg.Connection, settings: Settings, appt: Mapping[str, Any], now: datetime,
-                           *, revive: bool = False
-                           ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], str | None]:
-    """Create the reminders an appointment should have (idempotent). With `revive` (a booking, not replay), reminders
-    its own earlier cancellation canceled are put back. Returns (created, every wanted key, skipped, why none)."""
+                           *, revive: bool = False) -> Reminders:
+    """Create the reminders an appointment should have (idempotent). With `revive` (the daemon's reaction, not
+    replay), reminders its own earlier cancellation canceled are put back, and open reminders whose planned
+    content changed (its location, or a text of an earlier booking) are rewritten."""
     touches, skipped, why_none = await plan_reminders(conn, settings, appt, now)
     created = []
     keys = [t["idempotency_key"] for t in touches]
     rows = list(await conn.fetch(Q.appointment_insert_reminders, touches)) if touches else []
+    updated: list[str] = []
     if touches and revive:
         rows += await conn.fetch(Q.appointment_revive_reminders, keys, "appointment_booked_again")
+        updated = [str(r["id"]) for r in await conn.fetch(Q.appointment_refresh_reminders, touches)]
     for row in rows:
         created.append({"touch_run_id": str(row["id"]), "channel": row["channel"],
                         "scheduled_at": _iso(row["scheduled_at"]), "idempotency_key": row["idempotency_key"]})
-    return created, keys, skipped, why_none
+    revived = {c["touch_run_id"] for c in created}
+    return Reminders(created, keys, skipped, why_none, [u for u in updated if u not in revived])
 
 
 async def _cancel(conn: asyncpg.Connection, appt: Mapping[str, Any], reason: str, keep: Sequence[str]) -> list[str]:
@@ -238,21 +254,22 @@ async def react_to_appointment(conn: asyncpg.Connection, settings: Settings, app
         kind, event_type = "booked", APPOINTMENT_BOOKED
     elif booked and appt["prev_starts_at"] != appt["starts_at"]:
         kind, event_type = "rescheduled", APPOINTMENT_RESCHEDULED
+    elif booked and appt["prev_location"] != appt["location"]:
+        kind, event_type = "updated", APPOINTMENT_UPDATED
     elif was_booked and appt["status"] == CANCELED:
         kind, event_type = "canceled", APPOINTMENT_CANCELED
     elif was_booked or (not booked and not appt["is_new"]):
         kind, event_type = appt["status"], None  # completed / no_show (or status changes after it ended)
     else:
         return  # stored already canceled / completed: nothing was booked
-    created: list[dict[str, Any]] = []
-    keep: list[str] = []
-    skipped: list[dict[str, Any]] = []
-    why_none: str | None = None
+    reminders = Reminders([], [], [], None, [])
     if booked:
-        created, keep, skipped, why_none = await ensure_reminders(conn, settings, appt, now, revive=True)
-    canceled = await _cancel(conn, appt, f"appointment_{kind}", keep)
+        reminders = await ensure_reminders(conn, settings, appt, now, revive=True)
+    created, skipped, why_none = reminders.created, reminders.skipped, reminders.why_none
+    canceled = await _cancel(conn, appt, f"appointment_{kind}", reminders.keys)
     stats.reminders_created += len(created)
     stats.reminders_canceled += len(canceled)
+    stats.reminders_updated += len(reminders.updated)
     if event_type is None:
         return
     setattr(stats, kind, getattr(stats, kind) + 1)
@@ -261,6 +278,10 @@ async def react_to_appointment(conn: asyncpg.Connection, settings: Settings, app
                                "reminders": created, "reminders_canceled": canceled}
     if kind == "rescheduled":
         payload["previous_starts_at"] = _iso(appt["prev_starts_at"])
+    if kind == "updated":
+        payload["previous_location"] = appt["prev_location"]
+    if reminders.updated:
+        payload["reminders_updated"] = reminders.updated
     if booked:
         payload["reminders_skipped"] = skipped
         if why_none:
@@ -308,7 +329,7 @@ async def replay_reminders(conn: asyncpg.Connection, settings: Settings, since: 
     now: datetime = await conn.fetchval(Q.appointment_now)
     created: list[dict[str, Any]] = []
     for appt in await conn.fetch(Q.appointment_replay_candidates, since, until, lead_id):
-        made, _keys, _skipped, _why = await ensure_reminders(conn, settings, appt, now)
+        made = (await ensure_reminders(conn, settings, appt, now)).created
         created.extend({**m, "lead_id": str(appt["lead_id"]), "appointment_id": str(appt["id"])} for m in made)
     return created
 

@@ -53,6 +53,7 @@ RESUBSCRIBE = "resubscribe"
 LEAD_ENRICHED = "lead_enriched"
 APPOINTMENT_RESCHEDULED = "appointment_rescheduled"
 APPOINTMENT_CANCELED = "appointment_canceled"
+APPOINTMENT_UPDATED = "appointment_updated"  # a booked appointment's location changed (beside SPEC §15)
 # written by other systems (inbound) and acted on at once
 REPLY_POSITIVE = "reply_positive"
 REPLY_NEGATIVE = "reply_negative"

@@ -204,6 +204,37 @@ async def test_reschedule_and_cancel(db, db_url):
     assert await db.fetchval("select count(*) from appointment_inbox") == 0
 
 
+async def test_a_new_location_rewrites_the_open_reminders(db, db_url):
+    account_id, lead_id = await _lead(db)
+    appt = await _book(db, account_id, lead_id, timedelta(days=3), location="Clínica Centro")
+    await _drain(db_url)
+    before = await db.fetch(REMINDERS, appt)
+    assert [r["channel"] for r in before] == ["whatsapp", "whatsapp"]
+    await db.execute("update appointments set location = 'Clínica Norte, planta 2' where id = $1", appt)
+    stats = await _drain(db_url)
+    assert (stats.updated, stats.reminders_updated, stats.reminders_created, stats.reminders_canceled) == (1, 2, 0, 0)
+    after = await db.fetch(REMINDERS, appt)
+    assert [(r["id"], r["status"], r["idempotency_key"], r["scheduled_at"]) for r in after] == \
+        [(r["id"], r["status"], r["idempotency_key"], r["scheduled_at"]) for r in before]  # the same touches
+    for row in after:
+        delivery = row["payload"]["delivery"]
+        assert "Clínica Norte, planta 2" in delivery["body"] and "Clínica Centro" not in delivery["body"]
+        assert delivery["variables"]["location"] == "Clínica Norte, planta 2"
+        assert delivery["channel_overrides"]["whatsapp"]["content_variables"]["3"] == "Clínica Norte, planta 2"
+    (event,) = await _events(db, lead_id, "appointment_updated")
+    assert (event["location"], event["previous_location"]) == ("Clínica Norte, planta 2", "Clínica Centro")
+    assert sorted(event["reminders_updated"]) == sorted(str(r["id"]) for r in before)
+    # the same location again files nothing; a canceled appointment's location change does nothing
+    await db.execute("update appointments set location = 'Clínica Norte, planta 2' where id = $1", appt)
+    assert await db.fetchval("select count(*) from appointment_inbox") == 0
+    await db.execute("update appointments set status = 'canceled' where id = $1", appt)
+    await _drain(db_url)
+    await db.execute("update appointments set location = 'Otra' where id = $1", appt)
+    stats = await _drain(db_url)
+    assert (stats.updated, stats.reminders_updated) == (0, 0)
+    assert len(await _events(db, lead_id, "appointment_updated")) == 1
+
+
 async def test_past_reminders_are_not_created_and_a_past_appointment_says_why(db, db_url):
     account_id, lead_id = await _lead(db)
     soon = await _book(db, account_id, lead_id, timedelta(hours=3))

@@ -6,10 +6,10 @@ with pick as (
   select appointment_id from appointment_inbox order by queued_at limit $1 for update skip locked
 ), taken as (
   delete from appointment_inbox i using pick where i.appointment_id = pick.appointment_id
-  returning i.appointment_id, i.is_new, i.prev_status, i.prev_starts_at
+  returning i.appointment_id, i.is_new, i.prev_status, i.prev_starts_at, i.prev_location
 )
 select a.id, a.account_id, a.lead_id, a.starts_at, a.status, a.location, a.notes,
-       t.is_new, t.prev_status, t.prev_starts_at
+       t.is_new, t.prev_status, t.prev_starts_at, t.prev_location
 from taken t join appointments a on a.id = t.appointment_id
 order by a.created_at
 
@@ -46,6 +46,16 @@ from jsonb_to_recordset($1::jsonb) as r(account_id uuid, lead_id uuid, channel t
                                         payload jsonb, idempotency_key text)
 on conflict (idempotency_key) do nothing
 returning id, channel, scheduled_at, idempotency_key
+
+-- name: appointment_refresh_reminders
+-- Open reminders (not yet claimed) whose planned content changed — a new location, or one put back by
+-- appointment_revive_reminders with the text of its first booking — get the planned channel and payload.
+update touch_runs t
+set channel = r.channel, payload = r.payload, updated_at = now()
+from jsonb_to_recordset($1::jsonb) as r(channel text, payload jsonb, idempotency_key text)
+where t.idempotency_key = r.idempotency_key and t.status in ('queued', 'scheduled')
+  and (t.payload is distinct from r.payload or t.channel is distinct from r.channel)
+returning t.id
 
 -- name: appointment_cancel_reminders
 -- $1 lead, $2 appointment id (text), $3 reason, $4 keys to keep (the reminders the appointment should have now).

@@ -1,4 +1,4 @@
--- Appointments (SPEC §15): an insert, or a change of status / starts_at, files the appointment in
+-- Appointments (SPEC §15): an insert, or a change of status / starts_at / location, files the appointment in
 -- appointment_inbox (keeping the state the daemon last saw) and wakes the daemon (constant payload).
 create or replace function appointments_file_insert() returns trigger
 language plpgsql as $$
@@ -14,10 +14,11 @@ $$;
 create or replace function appointments_file_update() returns trigger
 language plpgsql as $$
 begin
-  insert into appointment_inbox (appointment_id, is_new, prev_status, prev_starts_at)
-  select n.id, false, o.status, o.starts_at
+  insert into appointment_inbox (appointment_id, is_new, prev_status, prev_starts_at, prev_location)
+  select n.id, false, o.status, o.starts_at, o.location
   from new_rows n join old_rows o on o.id = n.id
   where n.status is distinct from o.status or n.starts_at is distinct from o.starts_at
+     or n.location is distinct from o.location
   on conflict (appointment_id) do nothing;
   if found then
     perform pg_notify('appointments', 'wake');

@@ -12,8 +12,9 @@ $$;
 create or replace function core_memory_events_file_reactions() returns trigger
 language plpgsql as $$
 begin
-  -- A stop signal waits for sends in flight to its lead (the dispatcher holds the lead FOR SHARE from its
-  -- re-check until the provider answered), so no touch is handed to a provider after this event commits.
+  -- A stop signal takes its lead's row lock, the one `lead enroll` takes before it checks suppression
+  -- (queries/lead.sql lead_lock), so an enrolment and a stop event of the same lead never miss each other.
+  -- (The send path holds no lead lock: its stop guarantee is the measured window of SPEC §11, README.)
   perform 1 from leads l
   where l.id in (select n.lead_id from new_rows n
                  where core_memory_events_is_actionable(n.event_type, n.direction)
