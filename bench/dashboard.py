@@ -167,6 +167,7 @@ class OpenDashboard:
     url: str
     events: int = 0
     touch_events: dict[str, int] = field(default_factory=dict)
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)  # set by the first event the feed delivers
 
 
 @contextlib.asynccontextmanager
@@ -189,6 +190,7 @@ async def dashboard_open(database_url: str, **settings: Any) -> AsyncIterator[Op
                         ready.set()
                 elif line.startswith("data: ") and kind == "event":
                     state.events += 1
+                    state.delivered.set()
                     event_type = json.loads(line[6:])["event_type"]
                     state.touch_events[event_type] = state.touch_events.get(event_type, 0) + 1
 

@@ -76,6 +76,9 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         async with maybe_dashboard(url, dashboard) as open_dashboard:
             _, insert_s, committed = await workload.burst(n)
             done = await wait_drained(url, timeout=max(120.0, n / 100))
+            if open_dashboard is not None:  # after the clock stopped: a short drain can end before the feed's push
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(open_dashboard.delivered.wait(), 10)
             feed_events = open_dashboard.events if open_dashboard is not None else None
         cpu = meter.stop()
         requests = await env.sandbox.requests()
