@@ -27,13 +27,12 @@ UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 
-# A row that raises is retried alone; these end the drain instead (the connection is gone, nothing to isolate).
+# A row that raises is retried alone; CONNECTION_ERRORS end the drain instead (nothing to isolate).
 # Errors of the moment, not of the row: the reaction is retried later (REACTION_RETRY_S × attempts), and set aside
 # only after MAX_REACTION_ATTEMPTS.
 TRANSIENT_DB_ERRORS = (asyncpg.exceptions.LockNotAvailableError, asyncpg.exceptions.QueryCanceledError,
                        asyncpg.exceptions.TransactionRollbackError, asyncpg.exceptions.InsufficientResourcesError)
 MAX_REACTION_ATTEMPTS = 5
-Row = TypeVar("Row")
 REACTION_RETRY_S = 5.0
 COOLDOWN_RETRY_S = 60.0
 
@@ -94,6 +93,9 @@ class TouchKey:
     def from_record(cls, row: asyncpg.Record) -> TouchKey:
         return cls(row["touch_run_id"], row["lead_id"], row["campaign_id"], row["step"], row["is_latest"],
                    row["has_open"])
+
+
+Row = TypeVar("Row")  # what a drain's take query gives, parsed: ReactionEvent or DecisionKey
 
 
 def _uuid_or_none(raw: object) -> UUID | None:
