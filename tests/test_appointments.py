@@ -259,6 +259,17 @@ async def test_unknown_lead_is_refused_by_the_database(db):
         _, lead_id = await _lead(db)
         await db.execute("insert into appointments (account_id, lead_id, starts_at, status)"
                          " values ($1, $2, now(), 'maybe')", account_id, lead_id)
+    # another account's lead: its reminders would go out with the wrong account's senders
+    other_account, other_lead = await _lead(db)
+    with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+        await db.execute("insert into appointments (account_id, lead_id, starts_at) values ($1, $2, now())",
+                         account_id, other_lead)
+    assert refused.value.constraint_name == "appointments_lead_account_fkey"
+    appt = await _book(db, other_account, other_lead, timedelta(days=1))
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await db.execute("update appointments set account_id = $1 where id = $2", account_id, appt)
+    await db.execute("update leads set account_id = $1 where id = $2", account_id, other_lead)  # a lead moved
+    assert await db.fetchval("select account_id from appointments where id = $1", appt) == account_id
 
 
 async def test_reminders_survive_reply_positive_but_not_unsubscribe(db, db_url):
