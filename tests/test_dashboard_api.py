@@ -350,3 +350,29 @@ async def test_revenue_asi_web_serves_the_dashboard(db_url):
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_the_lead_page_shows_appointments_and_their_reminders(db, db_url):
+    from listener.appointments import drain_appointments
+    from listener.database import create_pool
+    from listener.settings import load_settings
+
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id, full_name="Ana Perez")
+    appt = await db.fetchval("insert into appointments (account_id, lead_id, starts_at, location) values"
+                             " ($1, $2, now() + interval '3 days', 'Clinica <Centro>') returning id", account_id, lead_id)
+    async with web_client(db_url) as client:
+        before = await (await client.get(f"/leads/{lead_id}")).text()
+        pool = await create_pool(db_url)
+        try:
+            await drain_appointments(pool, load_settings(appointment_channel="sms"))
+        finally:
+            await pool.close()
+        page = await (await client.get(f"/leads/{lead_id}")).text()
+    reminders = await db.fetch("select id from touch_runs where payload->'meta'->>'appointment_id' = $1", str(appt))
+    assert len(reminders) == 2
+    section = page[page.index('id="appointments"'):page.index("Timeline")]
+    assert "Clinica &lt;Centro&gt;" in section and "upcoming" in section and "booked" in section  # escaped
+    assert all(f"/touches/{r['id']}" in section for r in reminders)
+    assert "1440 min · sms" in section and "60 min · sms" in section
+    assert "/touches/" not in before[before.index('id="appointments"'):before.index("Timeline")]
