@@ -19,6 +19,7 @@ from rich.table import Table
 from listener.database import DatabaseError, connect, database_url, migrate
 from listener.settings import Settings, SettingsError, get_settings
 from listener.intents.status import system_status
+from listener.queries import Q
 from listener.vocabulary import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -406,6 +407,8 @@ def render_replay(summary: dict[str, Any]) -> None:
 
 lead_app = typer.Typer(no_args_is_help=True, help="The seed's Command OS lead intents: inspect, enroll.")
 app.add_typer(lead_app, name="lead")
+reactions_app = typer.Typer(no_args_is_help=True, help="Reactions set aside after they raised (see `status`).")
+app.add_typer(reactions_app, name="reactions")
 
 
 async def _on_conn(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -418,6 +421,25 @@ async def _on_conn(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
         raise DatabaseError("the database has no schema yet: run `revenue-asi migrate`") from None
     finally:
         await conn.close()
+
+
+@reactions_app.command("retry")
+def reactions_retry_command(
+    event_ids: list[str] = typer.Argument(None, metavar="[EVENT_ID]...", help="Events whose reaction to retry."),
+    retry_all: bool = typer.Option(False, "--all", help="Every reaction set aside."),
+) -> None:
+    """Queue reactions that were set aside (`status` lists them with their errors) again, once what made them raise
+    is fixed; the daemons are woken and take them at once."""
+    if bool(event_ids) == retry_all:
+        fail("name the events whose reaction to retry, or --all", 2)
+    ids = None if retry_all else [_uuid_or_exit(e, "EVENT_ID") for e in event_ids]
+    url = url_or_exit(settings_or_exit())
+    row = run_async(lambda: _on_conn(url, lambda conn: conn.fetchrow(Q.requeue_set_aside_reactions, ids)))
+    requeued = {str(e) for e in (row["event_ids"] or [])}
+    console.print(f"requeued {len(requeued)} reaction(s)" if requeued else "no reaction set aside to requeue")
+    missing = [str(e) for e in ids or [] if str(e) not in requeued]
+    if missing:
+        fail(f"not set aside (already processed, or no such event): {', '.join(missing)}", 1)
 
 
 @lead_app.command("inspect")

@@ -158,3 +158,16 @@ where s.campaign_id = $1 and s.step = $3
   and s.delay_minutes <= 525600  -- SPEC §11: beyond one year (or NaN) the step is skipped; the orchestrator says why
 on conflict (idempotency_key) do nothing
 returning id
+
+-- name: requeue_set_aside_reactions
+-- `revenue-asi reactions retry`: reactions set aside (failed_at) — all of them ($1 null) or those of the given
+-- events — are queued again with a fresh attempt count, and the daemons are woken.
+with requeued as (
+  update event_reactions
+  set failed_at = null, retry_at = null, attempts = 0, error = null
+  where failed_at is not null and ($1::uuid[] is null or event_id = any($1::uuid[]))
+  returning event_id
+), woken as (
+  select pg_notify('core_memory_events', 'wake') from requeued limit 1
+)
+select (select array_agg(event_id) from requeued) as event_ids, (select count(*) from woken) as woken
