@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -138,9 +138,7 @@ class AppointmentStats:
     reminders_updated: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"appointments": self.appointments, "booked": self.booked, "rescheduled": self.rescheduled,
-                "canceled": self.canceled, "updated": self.updated, "reminders_created": self.reminders_created,
-                "reminders_canceled": self.reminders_canceled, "reminders_updated": self.reminders_updated}
+        return asdict(self)
 
 
 def _iso(moment: datetime | None) -> str | None:

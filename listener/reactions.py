@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -117,17 +117,14 @@ class ReactionStats:
     steps_advanced: int = 0
 
     def add(self, other: ReactionStats) -> None:
-        for name in ("events", "touches_created", "touches_canceled", "superseded", "cadences_completed",
-                     "cadences_stopped", "steps_advanced"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in fields(self):
+            if counter.name != "decisions":
+                setattr(self, counter.name, getattr(self, counter.name) + getattr(other, counter.name))
         for decision, n in other.decisions.items():
             self.decisions[decision] = self.decisions.get(decision, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "decisions": dict(self.decisions), "touches_created": self.touches_created,
-                "touches_canceled": self.touches_canceled, "superseded": self.superseded,
-                "cadences_completed": self.cadences_completed, "cadences_stopped": self.cadences_stopped,
-                "steps_advanced": self.steps_advanced}
+        return asdict(self)
 
 
 def decision_event(decision: Decision, key: DecisionKey, trigger_event_id: UUID | None) -> dict[str, Any]:

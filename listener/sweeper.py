@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +31,7 @@ class SweepStats:
         return bool(self.leases_expired or self.reactions.events or self.cooldowns.events)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"leases_expired": self.leases_expired, "reactions": self.reactions.as_dict(),
-                "cooldowns": self.cooldowns.as_dict()}
+        return asdict(self)
 
 
 async def expire_leases(pool: asyncpg.Pool, batch: int = 500) -> int:
