@@ -39,7 +39,7 @@ import asyncpg
 from bench.drain import start_daemons
 from bench.env import DaemonProcess, Env
 from bench.workload import Workload, duplicates, insert_one, outcomes, touch_id_of, wait_drained
-from listener.database import DB_ERRORS, connect
+from listener.store.database import DB_ERRORS, connect
 
 CHAOS_SETTINGS = {"REVENUE_ASI_LEASE_S": 3, "REVENUE_ASI_SWEEP_INTERVAL_S": 0.5,
                   "REVENUE_ASI_PROVIDER_TIMEOUT_S": 1, "REVENUE_ASI_SHUTDOWN_GRACE_S": 2}

@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 
 from bench.env import PgServer
-from listener.database import connect
-from listener.queries import Q
+from listener.store.database import connect
+from listener.store.queries import Q
 from listener.settings import load_settings
 from listener.web.app import start
 

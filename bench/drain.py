@@ -15,7 +15,7 @@ import aiohttp
 
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import Workload, duplicates, outcomes, wait_drained
-from listener.database import connect
+from listener.store.database import connect
 
 WARMUP_PER_DAEMON = 40
 

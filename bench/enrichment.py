@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 
-from listener.daemon import Daemon
-from listener.database import connect
+from listener.engine.daemon import Daemon
+from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from listener.settings import load_settings
 from listener.testing import EmbeddedTestServer

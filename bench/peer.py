@@ -24,7 +24,7 @@ from bench import drain
 from bench.env import ACCOUNT_SID, AUTH_TOKEN, CpuMeter, Env, Process, clean_env
 from bench.peers import pgqueuer_peer
 from bench.workload import Workload, duplicates, insert_many, outcomes
-from listener.database import connect
+from listener.store.database import connect
 
 WARMUP = 40
 BATCH_SIZE = 16

@@ -6,7 +6,7 @@ with the full v2 fallback plan in every payload, and 3 events per touch (touch_s
 fallback_decision) — so 3 events per touch_run. Triggers are off while generating (session_replication_role =
 replica: the history is not work for a daemon); then ANALYZE.
 
-At each size, medians over repeated calls of the daemon's own named queries (listener/queries/*.sql):
+At each size, medians over repeated calls of the daemon's own named queries (listener/store/queries/*.sql):
 * ``decide``: ``decide_next_channel_for_lead`` for one random historical key (lead, campaign, step 1);
 * ``decide_keys_64``: the reactions' batched form (``decide_for_keys``) for 64 random keys, per call;
 * ``claim_64``: ``claim_due_touches`` of 64 (with a stock of due touches present), rolled back;
@@ -26,8 +26,8 @@ from typing import Any
 import asyncpg
 
 from bench.env import Env
-from listener.database import connect
-from listener.queries import Q
+from listener.store.database import connect
+from listener.store.queries import Q
 
 TOUCHES_PER_LEAD = 5
 CHUNK_TOUCHES = 100_000

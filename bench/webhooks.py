@@ -28,7 +28,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from bench.env import AUTH_TOKEN, PgServer, Process, clean_env
-from listener.database import connect
+from listener.store.database import connect
 
 PHONE_FROM = "+15005550006"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.database import connect
+from listener.store.database import connect
 
 TOUCH_ID_IN_BODY = re.compile(r"bench ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 OPEN_STATUSES = ("queued", "scheduled", "processing")

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from listener.database import DatabaseError, connect, database_url, migrate
+from listener.store.database import DatabaseError, connect, database_url, migrate
 from listener.settings import Settings, SettingsError, get_settings
 from listener.intents.status import system_status
-from listener.queries import Q
-from listener.vocabulary import CHANNELS
+from listener.store.queries import Q
+from listener.rules.vocabulary import CHANNELS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
@@ -196,7 +196,7 @@ def run_command() -> None:
     settings = settings_or_exit()
     configure_logging(settings)
     url = url_or_exit(settings)
-    from listener.runner import run_daemon
+    from listener.engine.runner import run_daemon
 
     run_async(lambda: run_daemon(settings, url), settings.event_loop)
 
@@ -213,7 +213,7 @@ def web_command() -> None:
     except UnsafeBindError as exc:
         fail(str(exc))
     url = url_or_exit(settings)
-    from listener.runner import run_web
+    from listener.web.app import run_web
 
     run_async(lambda: run_web(settings, url), settings.event_loop)
 
@@ -229,7 +229,7 @@ def tick_command(
     settings = settings_or_exit()
     configure_logging(settings)
     url = url_or_exit(settings)
-    from listener.jobs import JOBS, run_job
+    from listener.engine.jobs import JOBS, run_job
 
     if job not in JOBS:
         fail(f"unknown job {job!r}; choose one of: {', '.join(JOBS)}")
@@ -278,7 +278,7 @@ def _uuid_or_exit(value: str, what: str) -> uuid.UUID:
 
 
 async def _with_pool(url: str, work: Callable[[Any], Awaitable[T]], *, max_size: int = 4) -> T:
-    from listener.database import create_pool
+    from listener.store.database import create_pool
 
     conn = await connect(url)
     try:
@@ -302,7 +302,7 @@ def replay_command(
 ) -> None:
     """Re-run the daemon's reactions (decisions after touch_sent/touch_failed, cancellations after stop events)
     for the events in a time range, as of now, creating only what is missing. Safe to run twice."""
-    from listener.replay import TimeFormatError, parse_time, replay
+    from listener.engine.replay import TimeFormatError, parse_time, replay
 
     settings = settings_or_exit()
     url = url_or_exit(settings)

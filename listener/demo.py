@@ -30,11 +30,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from listener.daemon import Daemon
-from listener.database import DatabaseError, connect, migrate
-from listener.jobs import periodic_jobs
+from listener.engine.daemon import Daemon
+from listener.store.database import DatabaseError, connect, migrate
+from listener.engine.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
-from listener.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
+from listener.rules.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
 from listener.settings import Settings, load_settings
 from listener.web.app import create_app
 

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours_parse(cls, value: str) -> str:
-        from listener.sendrules import parse_quiet_hours  # §13; sendrules imports nothing from here
+        from listener.rules.sendrules import parse_quiet_hours  # §13; sendrules imports nothing from here
 
         parse_quiet_hours(value)
         return value.strip()
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _default_timezone_known(cls, value: str) -> str:
-        from listener.sendrules import valid_zone
+        from listener.rules.sendrules import valid_zone
 
         if not valid_zone(value):
             raise ValueError("not a known IANA time zone (e.g. UTC, America/New_York)")

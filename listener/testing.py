@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
-from listener.database import connect, migrate
+from listener.store.database import connect, migrate
 
 
 def with_database(url: str, name: str) -> str:

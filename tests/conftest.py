@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from listener.database import connect
+from listener.store.database import connect
 from tests.pg import TestServer
 
 

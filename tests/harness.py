@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from listener.daemon import Daemon
-from listener.database import connect
+from listener.engine.daemon import Daemon
+from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from listener.settings import Settings, load_settings
 

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from listener.appointments import choose_channel, drain_appointments, format_local, reminder_key
-from listener.database import create_pool
-from listener.lead import inspect_lead
+from listener.engine.appointments import choose_channel, drain_appointments, format_local, reminder_key
+from listener.store.database import create_pool
+from listener.intents.lead import inspect_lead
 from listener.providers.sandbox import SandboxProviders
-from listener.reactions import drain_reactions
-from listener.replay import replay
+from listener.engine.reactions import drain_reactions
+from listener.engine.replay import replay
 from listener.settings import SettingsError, load_settings
 from tests import factories
 from tests.cli_runner import cli, cli_env

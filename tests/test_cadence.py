@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from listener.providers.sandbox import SandboxProviders
-from listener.queries import Q
+from listener.store.queries import Q
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_terminal, wait_until
 

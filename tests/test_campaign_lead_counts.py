@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from listener.database import connect
-from listener.queries import Q
+from listener.store.database import connect
+from listener.store.queries import Q
 from tests import factories
 
 EXACT = "select coalesce(jsonb_object_agg(status, n order by status), '{}'::jsonb) from " \
@@ -116,6 +116,6 @@ async def test_a_migration_seeds_the_counts_from_rows_already_there(db):
                          campaign_id, lead_id)
     await db.execute("delete from campaign_lead_counts; delete from campaign_lead_count_deltas")  # counts lost
     assert await kept(db) == {}
-    from listener.database import SQL_DIR
+    from listener.store.database import SQL_DIR
     await db.execute((SQL_DIR / "triggers" / "campaign_leads_counts.sql").read_text())  # what migrate re-runs
     assert await kept(db) == await exact(db) == {"paused": 5}

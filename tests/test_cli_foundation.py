@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.database import connect, numbered_migrations
+from listener.store.database import connect, numbered_migrations
 from tests import factories
 from tests.cli_runner import Result, clean_env, cli
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from listener.completer import Completer, Outcome
-from listener.database import create_pool
+from listener.engine.completer import Completer, Outcome
+from listener.store.database import create_pool
 from tests import factories
 from tests.harness import daemon_settings, running_daemon
 
@@ -87,7 +87,7 @@ async def test_the_daemon_sessions_carry_time_limits(db, db_url):
 async def test_one_expired_lease_the_database_refuses_does_not_stall_the_sweep(db, db_url):
     """A row written before a constraint existed (here: scheduled in year 20000, from before 0003) cannot be updated;
     the sweep settles every other expired lease one by one and names the one it cannot."""
-    from listener.sweeper import expire_leases
+    from listener.engine.sweeper import expire_leases
 
     ids = await _claimed(db, 3)
     await db.execute("update touch_runs set locked_until = now() - interval '1 minute' where id = any($1)", ids)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from listener.contacts import normalise_email, normalise_phone
-from listener.errors import TouchFailure
+from listener.rules.contacts import normalise_email, normalise_phone
+from listener.rules.errors import TouchFailure
 
 
 @pytest.mark.parametrize(

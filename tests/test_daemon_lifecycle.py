@@ -109,7 +109,7 @@ async def test_loops_outlive_an_error_a_database_restart_can_raise(db, db_url, m
     run's PostgreSQL restarts); it once escaped the reaction loop and stopped the daemon."""
     import asyncpg
 
-    import listener.daemon as daemon_module
+    import listener.engine.daemon as daemon_module
     from tests.harness import daemon_settings, running_daemon
 
     real_drain = daemon_module.drain_reactions

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.jobs import periodic_jobs
+from listener.engine.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
 from tests import factories
 from tests.browser import chromium, ensure_chromium

@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from listener.database import connect
-from listener.decision import decide, decide_sql, decision_from_row, load_decision_inputs
+from listener.store.database import connect
+from listener.rules.decision import decide
+from listener.store.decisions import decide_sql, decision_from_row, load_decision_inputs
 from tests import factories
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ BROKEN = [
     ("cooldown_minutes", '{"sms": 525600.000001}'), ("cooldown_minutes", '{"sms": 1e20}'),
     ("cooldown_minutes", '{"sms": 1e5000}'), ("cooldown_minutes", '{"sms": ' + "9" * 5000 + "}"),
     ("cooldown_minutes", '{"email": 1e-5000}'), ("cooldown_minutes", '{"sms": -1e-9}'),
-    # the JSON bounds every reader applies (listener/safejson.py): 64 levels are fine, 65 make the plan invalid
+    # the JSON bounds every reader applies (listener/rules/safejson.py): 64 levels are fine, 65 make the plan invalid
     ("deep", "[" * 62 + "]" * 62), ("deep", "[" * 63 + "]" * 63), ("deep", '{"a":' * 2000 + "1" + "}" * 2000),
     ("deep", "9" * 5000), ("deep", "1e5000"),
 ]

@@ -12,8 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.decision import Decision, decide, decide_sql, decide_sql_many, load_decision_inputs, parse_plan
-from listener.queries import Q
+from listener.rules.decision import Decision, decide, parse_plan
+from listener.store.decisions import decide_sql, decide_sql_many, load_decision_inputs
+from listener.store.queries import Q
 from tests import factories
 
 T0 = datetime(2026, 3, 2, 9, 30, 0, 250_000, tzinfo=UTC)

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from listener.database import connect
+from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from tests import factories
 from tests.harness import daemon_settings, events_of, running_daemon, wait_terminal, wait_until

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from listener.database import create_pool
-from listener.enrichment import enrich, enrichment_job, first_name_from
-from listener.jobs import JOBS
-from listener.lead import inspect_lead
+from listener.store.database import create_pool
+from listener.engine.enrichment import enrich, enrichment_job, first_name_from
+from listener.engine.jobs import JOBS
+from listener.intents.lead import inspect_lead
 from listener.settings import load_settings
 from tests import factories
 import json
@@ -174,7 +174,7 @@ async def test_lead_inspect_shows_enrichment_problems(db, db_url):
 
 
 async def test_a_burst_in_one_transaction_is_enriched_while_touches_are_sent(db, db_url):
-    """A full batch moves the enrichment to a worker process (listener.enrichment); dispatch goes on meanwhile."""
+    """A full batch moves the enrichment to a worker process (listener.engine.enrichment); dispatch goes on meanwhile."""
     account_id = await factories.account(db)
     lead_id = await factories.lead(db, account_id, full_name="PÉREZ, Ana")
     async with SandboxProviders() as fake:

@@ -17,13 +17,13 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from listener import safejson
-from listener.decision import payload_for_decision, parse_plan
-from listener.errors import ProviderError, TouchFailure
-from listener.messages import Template
-from listener.moments import seconds_until
-from listener.outbound import TouchContext, prepare_outbound
-from listener.payload import parse_payload
+from listener.rules import safejson
+from listener.rules.decision import payload_for_decision, parse_plan
+from listener.rules.errors import ProviderError, TouchFailure
+from listener.rules.messages import Template
+from listener.rules.moments import seconds_until
+from listener.engine.outbound import TouchContext, prepare_outbound
+from listener.rules.payload import parse_payload
 from listener.providers.base import OutboundMessage
 from listener.providers.elasticemail import ElasticEmailProvider
 from listener.providers.sandbox import SandboxProviders
@@ -76,7 +76,7 @@ def test_payload_table(text: str, expected: str | None) -> None:
 @pytest.mark.parametrize("text", [DEEP, '{"a": ' + HUGE_INT + "}"], ids=["deep", "huge"])
 def test_plain_json_loads_would_raise_what_decode_jsonb_turns_into_a_reason(text: str) -> None:
     with pytest.raises((RecursionError, ValueError)):
-        json.loads(text)  # today's decoder (listener/database.py): fails every row of the fetch
+        json.loads(text)  # today's decoder (listener/store/database.py): fails every row of the fetch
     assert isinstance(safejson.decode_jsonb(text), safejson.InvalidJson)
 
 
@@ -119,7 +119,8 @@ async def test_plan_table_sql_form_agrees(db):
     """The same table through the SQL form (decide_next_channel_for_lead) and the Python mirror on real rows."""
     from datetime import UTC, datetime
 
-    from listener.decision import decide, decide_sql, load_decision_inputs
+    from listener.rules.decision import decide
+    from listener.store.decisions import decide_sql, load_decision_inputs
 
     account_id = await factories.account(db)
     now = datetime.now(UTC)

@@ -1,6 +1,6 @@
 """Hostile input on the send path (SPEC §11, issue 10), for the dispatcher rewrite (issue 9). WIP: these fail on
 the pre-rewrite code, and pass when
-  * listener/database.py decodes jsonb/json with listener.safejson.decode_jsonb (one line in _init_connection),
+  * listener/store/database.py decodes jsonb/json with listener.rules.safejson.decode_jsonb (one line in _init_connection),
   * a failed completion batch is retried item by item,
   * the send transaction no longer waits on a lead row locked elsewhere (lock_timeout / no lead lock held across
     the provider call).
@@ -12,7 +12,7 @@ import uuid
 
 import asyncpg
 
-from listener.database import connect
+from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_terminal, wait_until

@@ -3,7 +3,7 @@ indexes of leads and lead_enriched (0009), with lead_contacts_v1's rule that an 
 
 from __future__ import annotations
 
-from listener.queries import Q
+from listener.store.queries import Q
 from tests import factories
 
 RECEIVER = "15005550006"  # the factories' Twilio sms sender, as digits

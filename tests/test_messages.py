@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from listener.errors import TouchFailure
-from listener.messages import RenderedMessage, Template, render_message, render_text, template_key_for
-from listener.payload import TouchPayload, parse_payload
+from listener.rules.errors import TouchFailure
+from listener.rules.messages import RenderedMessage, Template, render_message, render_text, template_key_for
+from listener.rules.payload import TouchPayload, parse_payload
 
 LEAD_VARS: dict[str, object] = {"first_name": "Ana", "full_name": "Ana Díaz", "company_name": "Acme"}
 

@@ -1,4 +1,4 @@
-"""listener.database.migrate: numbered files once each, triggers + views re-applied as a set when they change,
+"""listener.store.database.migrate: numbered files once each, triggers + views re-applied as a set when they change,
 an advisory lock for concurrent runs, one transaction per step."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from listener.database import (
+from listener.store.database import (
     REPEATABLE_KEY,
     SQL_DIR,
     DatabaseError,
@@ -121,7 +121,7 @@ async def test_a_new_numbered_file_is_applied_once(db, sql_copy):
 async def test_a_changed_numbered_file_is_not_reapplied(db, sql_copy, caplog):
     schema = sql_copy / "0001_schema.sql"
     schema.write_text(schema.read_text() + "\n-- edited after it was applied\n")
-    with caplog.at_level(logging.WARNING, logger="listener.database"):
+    with caplog.at_level(logging.WARNING, logger="listener.store.database"):
         report = await migrate(db, sql_copy)
     assert report.applied == []
     assert any("0001_schema.sql" in r.getMessage() for r in caplog.records)

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 import aiohttp
 import pytest
 
-from listener.errors import ProviderError
+from listener.rules.errors import ProviderError
 from listener.providers import OutboundMessage, build_providers, close_providers, unconfigured_channels
 from listener.providers.base import parse_retry_after, scrub
 from listener.providers.elasticemail import ElasticEmailProvider, from_header

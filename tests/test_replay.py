@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from listener.database import create_pool
+from listener.store.database import create_pool
 from listener.providers.sandbox import SandboxProviders
-from listener.replay import TimeFormatError, parse_time, replay
+from listener.engine.replay import TimeFormatError, parse_time, replay
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_until
 from tests.cli_runner import cli, cli_env

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from listener.errors import TouchFailure
-from listener.sendrules import (
+from listener.rules.errors import TouchFailure
+from listener.rules.sendrules import (
     QuietHours, Rules, SendRulesInput, deferral_for, next_allowed, parse_cap, parse_quiet_hours, parse_send_window,
     parse_skip_holidays, resolve_zone, rules_for)
 from listener.settings import SettingsError, load_settings

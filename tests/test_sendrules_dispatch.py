@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from listener.database import connect
+from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
-from listener.queries import Q
-from listener.sendcaps import send_rules_gate
+from listener.store.queries import Q
+from listener.engine.sendcaps import send_rules_gate
 from listener.settings import load_settings
 from tests import factories
 from tests.cli_runner import cli, cli_env

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.database import connect
+from listener.store.database import connect
 from tests import factories
 
 TIMEOUT = 10.0

@@ -1,8 +1,8 @@
-"""One vocabulary (listener/vocabulary.py): the names Python uses are the names the schema allows."""
+"""One vocabulary (listener/rules/vocabulary.py): the names Python uses are the names the schema allows."""
 
 from __future__ import annotations
 
-from listener import vocabulary as v
+from listener.rules import vocabulary as v
 
 
 async def _allowed(db, table: str, column: str) -> set[str]:

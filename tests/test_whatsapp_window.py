@@ -10,9 +10,9 @@ from uuid import uuid4
 
 import pytest
 
-from listener.errors import TouchFailure
-from listener.outbound import TouchContext, prepare_outbound
-from listener.payload import parse_payload
+from listener.rules.errors import TouchFailure
+from listener.engine.outbound import TouchContext, prepare_outbound
+from listener.rules.payload import parse_payload
 from listener.providers.base import OutboundMessage
 from listener.providers.sandbox import SandboxProviders
 from listener.providers.twilio import TwilioProvider

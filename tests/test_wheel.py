@@ -50,13 +50,26 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def test_every_package_of_the_tree_is_listed_for_the_wheel() -> None:
+    import tomllib
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    in_tree = {p.parent.relative_to(REPO).as_posix().replace("/", ".") for p in (REPO / "listener").rglob("__init__.py")}
+    data_only = {"listener.store.sql", "listener.store.sql.triggers", "listener.store.sql.views", "listener.web.static",
+                 "listener.web.templates"}
+    assert in_tree | data_only == listed
+
+
 def test_the_wheel_carries_the_sql_and_not_the_bench(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n for n in names if n.endswith(".sql")}
-    for path in (REPO / "listener").rglob("*.sql"):
+    for path in (REPO / "listener").rglob("*.sql"):  # the named queries
         assert path.relative_to(REPO).as_posix() in shipped
-    assert any(n.startswith("listener/sql/views/") for n in shipped)
-    assert any(n.startswith("listener/queries/") for n in shipped)
+    top_level = sorted((REPO / "sql").rglob("*.sql"))  # SPEC §2/§20: the one source, mapped into the package
+    assert {p.relative_to(REPO / "sql").parent.as_posix() for p in top_level} == {".", "triggers", "views"}
+    for path in top_level:
+        assert "listener/store/sql/" + path.relative_to(REPO / "sql").as_posix() in shipped
+    assert not (REPO / "listener" / "store" / "sql").exists()  # no second copy in the checkout
+    assert any(n.startswith("listener/store/queries/") for n in shipped)
     assert not any(n.startswith("bench/") for n in names)
     for path in [*(REPO / "listener" / "web" / "templates").glob("*.html"), *(REPO / "listener" / "web" / "static").iterdir()]:
         assert path.relative_to(REPO).as_posix() in names  # the dashboard's templates and static files
@@ -71,7 +84,7 @@ async def test_the_installed_console_script_migrates_and_sends_a_touch(installed
     migrate = subprocess.run([str(script), "migrate"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert migrate.returncode == 0, migrate.stderr
 
-    from listener.database import connect
+    from listener.store.database import connect
     conn = await connect(empty_db_url)
     process = await asyncio.create_subprocess_exec(str(script), "run", env=env, cwd=tmp_path,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -10,11 +10,11 @@ from uuid import UUID
 
 import asyncpg
 
-from listener.appointments import appointments_report
-from listener.contacts import normalise_email, normalise_phone
-from listener.enrichment import enrichment_report
-from listener.errors import TouchFailure
-from listener.queries import Q
+from listener.engine.appointments import appointments_report
+from listener.rules.contacts import normalise_email, normalise_phone
+from listener.engine.enrichment import enrichment_report
+from listener.rules.errors import TouchFailure
+from listener.store.queries import Q
 
 RECENT_TOUCHES = 10
 RECENT_EVENTS = 15

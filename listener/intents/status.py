@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from listener.database import DatabaseError
-from listener.queries import Q
+from listener.store.database import DatabaseError
+from listener.store.queries import Q
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,7 +38,7 @@ async def failures_last_hour(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def jobs_section(conn: asyncpg.Connection) -> dict[str, Any]:
-    from listener.jobs import JOBS
+    from listener.engine.jobs import JOBS
 
     jobs: dict[str, Any] = {name: None for name in JOBS}  # None: never ran
     for row in await conn.fetch(Q.status_last_job_runs):

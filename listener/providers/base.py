@@ -1,6 +1,6 @@
 """One provider interface for every channel, and the retry policy both drivers share (SPEC §6).
 
-``send`` either returns a :class:`SendResult` or raises :class:`~listener.errors.ProviderError`; it never
+``send`` either returns a :class:`SendResult` or raises :class:`~listener.rules.errors.ProviderError`; it never
 returns a failure. Retries happen inside ``send`` and all finish before ``deadline`` (a ``time.monotonic()``
 value: the claim's lease), so a touch is never still being sent when another daemon could reclaim it.
 """
@@ -21,10 +21,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from listener.errors import ProviderError
-from listener.sanitize import clean_answer, scrub_secrets
-from listener.vocabulary import CHANNELS, Channel
-from listener.vocabulary import PROVIDER_FOR_CHANNEL as VOCABULARY_PROVIDERS
+from listener.rules.errors import ProviderError
+from listener.rules.sanitize import clean_answer, scrub_secrets
+from listener.rules.vocabulary import CHANNELS, Channel
+from listener.rules.vocabulary import PROVIDER_FOR_CHANNEL as VOCABULARY_PROVIDERS
 
 if TYPE_CHECKING:
     from listener.settings import Settings
@@ -84,7 +84,7 @@ class Provider(Protocol):
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Remove secret values from ``text`` (the whole text, before anything is cut: a secret straddling the cut
     would leave a fragment), strip NUL / lone surrogates / control characters, then cap its length (it ends up in
-    events and logs). ``secrets`` are the forms to remove (listener.sanitize.secret_forms gives them all)."""
+    events and logs). ``secrets`` are the forms to remove (listener.rules.sanitize.secret_forms gives them all)."""
     forms = list(secrets)
     text = scrub_secrets(clean_answer(scrub_secrets(text, forms)), forms)
     return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"

@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import httpx
 
-from listener import safejson
-from listener.errors import ProviderError
+from listener.rules import safejson
+from listener.rules.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
-from listener.sanitize import (
+from listener.rules.sanitize import (
     MAX_ANSWER_BYTES,
     address_problem,
     clean_id,

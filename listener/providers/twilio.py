@@ -16,11 +16,11 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from twilio.twiml.voice_response import VoiceResponse
 
-from listener import safejson
-from listener.errors import ProviderError
+from listener.rules import safejson
+from listener.rules.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
 from listener.providers.voices import DEFAULT_LOCALE, say_voice
-from listener.sanitize import (
+from listener.rules.sanitize import (
     MAX_ANSWER_BYTES,
     clean_id,
     clean_twiml_text,

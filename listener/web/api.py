@@ -12,8 +12,8 @@ from aiohttp import web
 
 from listener.intents.command_os import EXAMPLES, INTENTS, KNOWN_INTENTS, CommandError, check_args, resolve
 from listener.intents.lead import LeadError, LeadNotFound, jsonable
-from listener.queries import Q
-from listener.vocabulary import CHANNELS, TOUCH_STATUSES
+from listener.store.queries import Q
+from listener.rules.vocabulary import CHANNELS, TOUCH_STATUSES
 from listener.web.app import SETTINGS
 from listener.web.db import read_only, writable
 

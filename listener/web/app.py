@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
 
-from listener.database import create_pool
+from listener.store.database import create_pool
 from listener.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,3 +92,12 @@ async def serve(settings: Settings, url: str, host: str | None = None, port: int
         await (stop or asyncio.Event()).wait()
     finally:
         await runner.cleanup()
+
+
+async def run_web(settings: Settings, url: str) -> None:
+    """`revenue-asi web`: serve until SIGTERM / SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, url, stop=stop)

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from listener.database import CONNECTION_ERRORS, DatabaseError
+from listener.store.database import CONNECTION_ERRORS, DatabaseError
 from listener.web import api, auth, feed, health, pages
 from listener.web.render import ENV_KEY, environment, page
 

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 from aiohttp import web
 
-from listener.queries import Q
+from listener.store.queries import Q
 from listener.web.app import POOL
 
 READ_TIMEOUT_MS = 3_000

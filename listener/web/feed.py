@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from listener.queries import Q
+from listener.store.queries import Q
 from listener.web.app import DATABASE_URL
 from listener.web.db import read_only
 from listener.web.render import jsonable

@@ -9,9 +9,9 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from listener.database import DB_ERRORS, numbered_migrations
+from listener.store.database import DB_ERRORS, numbered_migrations
 from listener.intents.status import queue_section
-from listener.queries import Q
+from listener.store.queries import Q
 from listener.web.db import read_only
 
 READY_TIMEOUT_MS = 2_000

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from listener.intents.lead import LeadError, inspect_lead
 from listener.intents.status import cadences_section, failures_last_hour, jobs_section, queue_section
-from listener.queries import Q
-from listener.vocabulary import (CAMPAIGN_LEAD_STATUSES, CHANNELS, EMAIL_BOUNCED, TOUCH_CANCELED, TOUCH_DEFERRED,
+from listener.store.queries import Q
+from listener.rules.vocabulary import (CAMPAIGN_LEAD_STATUSES, CHANNELS, EMAIL_BOUNCED, TOUCH_CANCELED, TOUCH_DEFERRED,
                                  TOUCH_DELIVERED, TOUCH_FAILED, TOUCH_READ, TOUCH_SENT, TOUCH_STATUSES,
                                  TOUCH_UNDELIVERED)
 from listener.web.api import BadRequest, fetch_touches, parse_uuid, touch_filters

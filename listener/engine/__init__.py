@@ -1,0 +1,1 @@
+"""The daemon and its services (River's maintenance services: one small service per background duty)."""

@@ -1,0 +1,218 @@
+"""`revenue-asi run`: the composition root of the always-on consumer. One LISTEN connection, a pool for the work,
+and the services: dispatch (claim → send → completer), reactions (decisions, stop events, ended cooldowns), the
+sweep, and the periodic jobs. SIGTERM: stop claiming, let in-flight sends finish within the grace period, write
+their outcomes; a send still in flight after the grace period is left to its lease (outcome_unknown, never re-sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from listener.engine import metrics
+from listener.engine.appointments import run_appointment_service
+from listener.engine.completer import Completer, Outcome
+from listener.store.database import connect, create_pool, light_reset, migrate
+from listener.engine.enrichment import run_enrichment_service
+from listener.engine.dispatcher import Dispatcher
+from listener.engine.notifier import Notifier
+from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
+from listener.store.queries import Q
+from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
+from listener.rules.moments import seconds_until
+from listener.engine.service import DB_ERRORS, run_service, wait_any
+from listener.engine.heartbeat import run_heartbeat
+from listener.settings import Settings
+from listener.engine.sweeper import SweepService
+
+log = logging.getLogger(__name__)
+
+RETRY_SOON_S = 0.05  # due rows exist but another daemon holds them: look again shortly
+POOL_SPARE = 6
+
+
+@dataclass
+class PeriodicJob:
+    name: str
+    interval_s: float
+    run: Callable[[asyncpg.Pool], Awaitable[object]]
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    def __init__(self, settings: Settings, url: str, *, providers: Mapping[str, Provider | None] | None = None,
+                 worker_id: str | None = None, periodic_jobs: list[PeriodicJob] | None = None) -> None:
+        self.settings = settings
+        self.url = url
+        self.providers = providers if providers is not None else build_providers(settings)
+        self.worker_id = worker_id or settings.worker_id or make_worker_id()
+        self.periodic_jobs = periodic_jobs or []
+        self.stop = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.touch_wake = asyncio.Event()
+        self.event_wake = asyncio.Event()
+        self.completer_stop = asyncio.Event()
+        self.reactions = ReactionStats()
+        self.pool: asyncpg.Pool | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.completer: Completer | None = None
+        self.notifier = Notifier(url, self._on_wake)
+        # SPEC §15 services: one wake-up event per NOTIFY channel they listen to
+        self.service_wakes = {"leads": asyncio.Event(), "appointments": asyncio.Event()}
+
+    def _on_wake(self, channel: str) -> None:
+        if channel in self.service_wakes:
+            self.service_wakes[channel].set()
+            return
+        (self.touch_wake if channel == "touch_runs" else self.event_wake).set()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.touch_wake.set()
+        self.event_wake.set()
+        if self.dispatcher is not None:
+            self.dispatcher.slot_freed.set()
+
+    async def run(self) -> None:
+        conn = await connect(self.url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        # The pool serves claims, completions, reactions and jobs — never a connection per send.
+        pool_size = (POOL_SPARE + len(self.periodic_jobs) + len(self.service_wakes) + 1
+                     + min(8, max(2, self.settings.concurrency // 16)))
+        self.pool = await create_pool(self.url, min_size=2, max_size=pool_size,
+                                      server_settings=session_limits(self.settings), reset=light_reset)
+        self.completer = Completer(self.pool, self.worker_id, on_written=_count_written)
+        self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id, self.completer)
+        sweep = SweepService(self.pool, self.worker_id, self.settings.sweep_interval_s)
+        metrics.serve(self.settings.metrics_port)
+        missing = unconfigured_channels(self.settings)
+        if missing:
+            log.warning("no provider credentials for: %s — their touches will fail as provider_not_configured",
+                        ", ".join(missing))
+        log.info("daemon %s starting (concurrency %d, lease %.0fs, sweep every %.1fs)", self.worker_id,
+                 self.settings.concurrency, self.settings.lease_s, self.settings.sweep_interval_s)
+        completer_task = asyncio.create_task(self.completer.run(self.completer_stop))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.notifier.run(self.stop))
+                group.create_task(self._dispatch_loop())
+                group.create_task(run_service("reactions", self._react, stop=self.stop, wake=self.event_wake,
+                                              idle_s=self.settings.sweep_interval_s))
+                group.create_task(run_service("sweep", self._sweep(sweep), stop=self.stop,
+                                              idle_s=self.settings.sweep_interval_s, run_first=False))
+                group.create_task(run_enrichment_service(self.pool, self.settings, self.service_wakes["leads"],
+                                                         self.stop))
+                group.create_task(run_appointment_service(self.pool, self.settings,
+                                                          self.service_wakes["appointments"], self.stop))
+                for job in self.periodic_jobs:
+                    group.create_task(run_service(job.name, _periodic(job, self.pool), stop=self.stop,
+                                                  idle_s=job.interval_s))
+                group.create_task(self._announce_ready())
+                group.create_task(run_heartbeat(self.pool, self.worker_id, self.stop, listening=self.notifier.connected.is_set))
+        finally:
+            await self._shutdown(completer_task)
+
+    async def _announce_ready(self) -> None:
+        await self.notifier.connected.wait()
+        self.ready.set()
+
+    # --- dispatch -------------------------------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        """Claim while slots are free; then sleep until a NOTIFY, a freed slot or the next scheduled touch."""
+        assert self.pool is not None and self.dispatcher is not None
+        dispatcher, pool = self.dispatcher, self.pool
+
+        async def step() -> float | None:
+            claimed_any = False
+            while not self.stop.is_set():
+                free = dispatcher.free_slots
+                if free <= 0:
+                    dispatcher.slot_freed.clear()
+                    await wait_any((dispatcher.slot_freed, self.stop), 3600)
+                    continue
+                claimed = await dispatcher.claim_and_start(min(free, self.settings.claim_batch))
+                claimed_any = claimed_any or claimed > 0
+                if claimed < min(free, self.settings.claim_batch):
+                    break
+            async with pool.acquire() as conn:
+                next_at = await conn.fetchval(Q.next_scheduled_at)
+            delay = seconds_until(next_at, self.settings.sweep_interval_s)
+            return RETRY_SOON_S if delay == 0 and not claimed_any else delay
+
+        await run_service("dispatch", step, stop=self.stop, wake=self.touch_wake,
+                          idle_s=self.settings.sweep_interval_s)
+
+    # --- reactions, sweep, jobs -----------------------------------------------------------------------------
+    async def _react(self) -> float:
+        assert self.pool is not None
+        for stats in (await drain_reactions(self.pool), await drain_due_cooldowns(self.pool)):
+            self.reactions.add(stats)
+            metrics.count_decisions(stats.decisions)
+        async with self.pool.acquire() as conn:
+            next_at = await conn.fetchval(Q.next_cooldown_due)
+        return seconds_until(next_at, self.settings.sweep_interval_s)
+
+    def _sweep(self, sweep: SweepService) -> Callable[[], Awaitable[float | None]]:
+        async def step() -> float:
+            delay = await sweep.step()
+            if sweep.last is not None and sweep.last.leases_expired:
+                log.warning("sweep: %d expired lease(s) failed as outcome_unknown", sweep.last.leases_expired)
+            self.touch_wake.set()  # missed notifications: the loops look again
+            self.event_wake.set()
+            return delay
+
+        return step
+
+    # --- shutdown -------------------------------------------------------------------------------------------
+    async def _shutdown(self, completer_task: asyncio.Task[None]) -> None:
+        sends = set(self.dispatcher.sends) if self.dispatcher is not None else set()
+        if sends:
+            log.info("shutting down: waiting up to %.1fs for %d send(s)", self.settings.shutdown_grace_s, len(sends))
+            _, pending = await asyncio.wait(sends, timeout=self.settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning("%d send(s) still in flight after the grace period; the sweep settles them",
+                            len(pending))
+        self.completer_stop.set()
+        try:
+            await asyncio.wait_for(completer_task, timeout=max(self.settings.shutdown_grace_s, 1.0))
+        except DB_ERRORS:
+            log.warning("outcomes not written before exit; the sweep settles their touches")
+        if self.pool is not None:
+            await self.pool.close()
+        await close_providers(dict(self.providers))
+        log.info("daemon %s stopped", self.worker_id)
+
+
+def _periodic(job: PeriodicJob, pool: asyncpg.Pool) -> Callable[[], Awaitable[float]]:
+    async def step() -> float:
+        await job.run(pool)
+        return job.interval_s
+
+    return step
+
+
+def _count_written(outcomes: Sequence[Outcome]) -> None:
+    metrics.count_outcomes((o.status, o.event_payload.get("error_code")) for o in outcomes)
+
+
+def session_limits(settings: Settings) -> dict[str, str]:
+    """Time limits on every session the daemon opens (SPEC §11): a stuck query or a row locked elsewhere delays one
+    item, never a loop."""
+    return {"statement_timeout": str(settings.statement_timeout_ms),
+            "lock_timeout": str(settings.lock_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms)}
