@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -17,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from listener.store.database import DatabaseError, connect, database_url, migrate
+from listener.store.embedded import (EmbeddedServer, EmbeddedServerError, embedded_pgdata, embedded_server_status,
+                                     stop_embedded_server)
 from listener.settings import Settings, SettingsError, get_settings
 from listener.intents.status import system_status
 from listener.store.queries import Q
@@ -595,18 +598,111 @@ def demo_command(
     leads: int = typer.Option(8, "--leads", min=1, max=200, help="How many leads the demo campaign has."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout (the view goes "
                                                       "to stderr)."),
+    keep_db: bool = typer.Option(False, "--keep-db", help="Leave the embedded PostgreSQL running when the demo ends "
+                                                          "(stop it later: revenue-asi db stop)."),
 ) -> None:
     """The whole system live: embedded PostgreSQL (or DATABASE_URL), migrations, a fresh demo account on SANDBOX
     providers (loopback fakes; some answers fail on purpose), a voice → whatsapp → sms → email campaign with
-    cooldowns of seconds and simulated replies, and the daemon running in this process."""
-    from listener.demo import run_demo
+    cooldowns of seconds and simulated replies, and the daemon running in this process. When it ends (or on Ctrl-C,
+    SIGTERM or an error) it stops the embedded server it started; one that was already running is left running."""
+    from listener.demo import DemoInterrupted, demo_database, interruptible, run_demo, sigterm_interrupts
 
     settings = settings_or_exit()
-    url = url_or_exit(settings)
     view_console = err_console if as_json else console
-    summary = run_async(lambda: run_demo(url, seconds=seconds, n_leads=leads, console=view_console))
+    interrupted: str | None = None
+    summary: dict[str, Any] = {}
+    try:
+        with sigterm_interrupts(), demo_database(settings, keep_db=keep_db, console=view_console) as server:
+            try:
+                summary = run_async(lambda: interruptible(run_demo(server.url, seconds=seconds, n_leads=leads,
+                                                                   console=view_console)))
+            except KeyboardInterrupt:
+                interrupted = "Ctrl-C"
+            except DemoInterrupted as exc:
+                interrupted = str(exc)
+            if interrupted:  # said before what became of the server (demo_database says that last)
+                view_console.print(f"demo interrupted ({interrupted})", highlight=False)
+    except (KeyboardInterrupt, DemoInterrupted) as exc:  # while the embedded server started or stopped
+        interrupted = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        view_console.print(f"demo interrupted ({interrupted})", highlight=False)
+    except EmbeddedServerError as exc:
+        fail(str(exc))
+    if interrupted:
+        raise typer.Exit(130 if interrupted == "Ctrl-C" else 143)
     if as_json:
-        print_json(summary)
+        print_json({**summary, "embedded_server": server.outcome})
+
+
+# ---------------------------------------------------------------- revenue-asi db (SPEC §20)
+
+db_app = typer.Typer(no_args_is_help=True, help="The embedded PostgreSQL of REVENUE_ASI_HOME (used when DATABASE_URL "
+                                                "is unset): status, stop. Neither starts it.")
+app.add_typer(db_app, name="db")
+DB_NOT_RUNNING = 3  # as `pg_ctl status`
+DB_EXTERNAL = 2
+
+
+def embedded_pgdata_or_exit() -> Path:
+    settings = settings_or_exit()
+    if settings.database_url:
+        fail("DATABASE_URL is set: it points at an external PostgreSQL server, which `revenue-asi db` does not manage "
+             "(unset DATABASE_URL to manage the embedded server of REVENUE_ASI_HOME)", DB_EXTERNAL)
+    return embedded_pgdata(settings)
+
+
+def embedded_status_or_exit(pgdata: Path) -> EmbeddedServer:
+    try:
+        return embedded_server_status(pgdata)
+    except EmbeddedServerError as exc:
+        fail(str(exc), 1)
+        raise
+
+
+@db_app.command("status")
+def db_status_command(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Whether the embedded server of REVENUE_ASI_HOME runs: pid, data directory, URL, PostgreSQL version. Exit 0
+    when it runs, 3 when it does not (or was never initialised), 2 when DATABASE_URL is set."""
+    pgdata = embedded_pgdata_or_exit()
+    state = embedded_status_or_exit(pgdata)
+    if as_json:
+        print_json(state.as_dict())
+    elif state.running:
+        console.print(f"embedded PostgreSQL running · pid {state.pid} · PostgreSQL {state.postgres_version or '?'} · "
+                      f"{state.server_status} since {_when(state.started_at)} UTC", highlight=False)
+        console.print(f"data directory: {state.data_directory}", highlight=False, markup=False)
+        console.print(f"url: {state.url or '-'}", highlight=False, markup=False)
+        console.print("stop it: revenue-asi db stop", highlight=False)
+    elif state.initialised:
+        stale = " (a postmaster.pid was left by a server that did not shut down cleanly; the next start recovers)" \
+            if state.stale_pid_file else ""
+        console.print(f"embedded PostgreSQL not running{stale} · data directory {state.data_directory}",
+                      highlight=False, markup=False)
+        console.print("any command that needs the database starts it (revenue-asi migrate, db-url, run, web, demo)",
+                      highlight=False)
+    else:
+        console.print(f"embedded PostgreSQL not initialised: no data directory at {state.data_directory}; the first "
+                      "command that needs the database creates and starts it", highlight=False, markup=False)
+    if not state.running:
+        raise typer.Exit(DB_NOT_RUNNING)
+
+
+@db_app.command("stop")
+def db_stop_command() -> None:
+    """Stop the embedded server of REVENUE_ASI_HOME (pg_ctl stop -m fast: sessions are disconnected, open
+    transactions roll back) and wait until it has stopped. Not running is fine: exit 0 either way."""
+    pgdata = embedded_pgdata_or_exit()
+    try:
+        before = stop_embedded_server(pgdata)
+    except EmbeddedServerError as exc:
+        fail(str(exc), 1)
+        raise
+    if before.running:
+        console.print(f"embedded PostgreSQL stopped (pid {before.pid}) · data directory {before.data_directory}",
+                      highlight=False, markup=False)
+    else:
+        what = "not running" if before.initialised else "not initialised"
+        console.print(f"embedded PostgreSQL {what}: nothing to stop · data directory {before.data_directory}",
+                      highlight=False, markup=False)
 
 
 def main() -> None:

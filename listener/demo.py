@@ -6,21 +6,26 @@ with a voice → whatsapp → sms → email plan and cooldowns of seconds, simul
 real daemon (dispatch, reactions, sweep, touch orchestrator) runs in-process while a live view shows touches being
 sent, failing, switching channel and stopping. Ends after ``--seconds`` or when every cadence has ended, with a
 summary table. Without a terminal it prints a plain event log instead of the live table.
+
+On the embedded server (DATABASE_URL unset) the demo stops, when it ends — normally, by Ctrl-C or SIGTERM, or on an
+error — the server it started (SPEC §20); one that was running before it, or `--keep-db`, is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -32,6 +37,8 @@ from rich.text import Text
 
 from listener.engine.daemon import Daemon
 from listener.store.database import DatabaseError, connect, migrate
+from listener.store.embedded import (EmbeddedServerError, embedded_pgdata, embedded_server_status,
+                                     start_embedded_server, stop_embedded_server)
 from listener.engine.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
 from listener.rules.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
@@ -593,3 +600,114 @@ async def _start_web(settings: Settings, url: str, port: int) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner
+
+
+# --- the demo's database server (SPEC §20) -------------------------------------------------------------------
+
+T = TypeVar("T")
+DB_STOP_HINT = "stop it: revenue-asi db stop"
+
+
+@dataclass
+class DemoServer:
+    """The database the demo runs on, and what became of its embedded server when the demo ended."""
+
+    url: str
+    pgdata: Path | None  # None: DATABASE_URL, a server the demo does not manage
+    was_running: bool = False
+    outcome: str = "external"  # else: stopped, kept (--keep-db), already_running, not_running, stop_failed
+
+
+def _release(server: DemoServer, keep_db: bool, console: Console, *, failing: bool) -> None:
+    """The end of the demo: stop the embedded server it started, unless it was running before or keep_db. A failed
+    stop is raised only when nothing else already failed (the first error is the one to see)."""
+    assert server.pgdata is not None
+    if server.was_running:
+        server.outcome = "already_running"
+        console.print(f"embedded PostgreSQL left running: it was running before the demo ({server.pgdata}); "
+                      f"{DB_STOP_HINT}", highlight=False)
+        return
+    if keep_db:
+        server.outcome = "kept"
+        console.print(f"embedded PostgreSQL left running (--keep-db): psql \"$(revenue-asi db-url)\" · {DB_STOP_HINT}",
+                      highlight=False, markup=False)
+        return
+    try:
+        before = stop_embedded_server(server.pgdata)
+    except EmbeddedServerError as exc:
+        server.outcome = "stop_failed"
+        if not failing:
+            raise
+        console.print(f"{exc} · {DB_STOP_HINT}", highlight=False, markup=False)
+        return
+    server.outcome = "stopped" if before.running else "not_running"
+    if before.running:
+        console.print(f"embedded PostgreSQL stopped (the demo started it; its data stays in {server.pgdata}, the next "
+                      "command starts it again; --keep-db leaves it running)", highlight=False)
+    else:  # it never started, or something else stopped it meanwhile (`revenue-asi db stop`)
+        console.print(f"embedded PostgreSQL not running ({server.pgdata})", highlight=False)
+
+
+@contextlib.contextmanager
+def demo_database(settings: Settings, *, keep_db: bool, console: Console) -> Iterator[DemoServer]:
+    """The demo's database: DATABASE_URL as it is, or the embedded server of REVENUE_ASI_HOME, started if needed and
+    stopped again when the demo ends however it ends (normally, Ctrl-C, SIGTERM, an error) — unless it was already
+    running before the demo, or keep_db."""
+    if settings.database_url:
+        yield DemoServer(settings.database_url, None)
+        return
+    pgdata = embedded_pgdata(settings)
+    server = DemoServer("", pgdata, was_running=embedded_server_status(pgdata).running)
+    try:
+        server.url = start_embedded_server(pgdata)
+        yield server
+    except BaseException:
+        _release(server, keep_db, console, failing=True)
+        raise
+    _release(server, keep_db, console, failing=False)
+
+
+class DemoInterrupted(Exception):
+    """SIGTERM ended the demo early (its daemon stopped and its work wound down first, as with Ctrl-C)."""
+
+
+async def interruptible(work: Awaitable[T]) -> T:
+    """`work`, cancelled by SIGTERM as asyncio.run cancels it on Ctrl-C, so every `finally` runs: the daemon stops,
+    the demo winds down, and then the caller stops the embedded server. Raises DemoInterrupted after a SIGTERM."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if terminated:
+            raise DemoInterrupted("SIGTERM") from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        if previous is not None:  # the caller's handler again (the loop's removal set the default)
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Outside the event loop (the embedded server starting, the demo ending) SIGTERM raises DemoInterrupted, as
+    Ctrl-C raises KeyboardInterrupt, instead of ending the process on the spot: `demo_database` still stops the
+    server."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise DemoInterrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

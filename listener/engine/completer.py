@@ -3,6 +3,9 @@ call ends, and written — status and event in one statement, so in one transact
 has finished meanwhile. While a write is in flight the next outcomes gather, so under load writes grow into
 batches by themselves and at low load each outcome is written at once (no timer adds latency).
 
+A touch row locked by another session (SPEC §20) is skipped by the write, not waited for: its outcome is handed in
+again BUSY_RETRY_S later while the rest of the batch commits at once.
+
 One bad outcome never costs its neighbours theirs: when a batch statement fails on its data, the batch is written
 again one outcome at a time, and an outcome that still fails alone is written once more stripped to its status and
 the database's reason. A database that cannot be reached keeps the outcomes queued and retried; if the daemon dies
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 RETRY_AFTER_DB_ERROR_S = 0.5
+BUSY_RETRY_S = 0.5
 # Errors of the connection, not of the data: keep the outcomes and try again.
 RETRYABLE_ERRORS = (*CONNECTION_ERRORS, asyncpg.exceptions.QueryCanceledError,
                     asyncpg.exceptions.LockNotAvailableError)
@@ -66,6 +70,7 @@ class CompleterStats:
     batches: int = 0
     split_batches: int = 0
     stripped: int = 0
+    busy: int = 0  # outcomes whose touch row another session held: written again later
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,29 +86,47 @@ class Completer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._writing = 0
+        self._held: dict[UUID, asyncio.TimerHandle] = {}  # outcomes of busy rows, each handed in again later
 
     def put(self, outcome: Outcome) -> None:
+        self._held.pop(outcome.id, None)
         self._pending.append(outcome)
         self._idle.clear()
         self._arrived.set()
 
     @property
     def backlog(self) -> int:
-        return len(self._pending) + self._writing
+        return len(self._pending) + self._writing + len(self._held)
+
+    def _hold(self, outcome: Outcome) -> None:
+        self.stats.busy += 1
+        self._held[outcome.id] = asyncio.get_running_loop().call_later(BUSY_RETRY_S, self.put, outcome)
 
     async def wait_idle(self) -> None:
         """Until everything handed in so far is written (or given up by `run` ending)."""
         await self._idle.wait()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Write outcomes until `stop` is set and nothing is left (the daemon sets `stop` after its sends end)."""
+        """Write outcomes until `stop` is set and nothing is left (the daemon sets `stop` after its sends end, and
+        gives up waiting after its grace period: outcomes of rows still locked elsewhere are then left to the
+        leases)."""
+        try:
+            await self._run(stop)
+        finally:
+            self._drop_held()
+            self._idle.set()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while True:
             if not self._pending:
-                self._idle.set()
-                if stop.is_set():
-                    return
+                if not self._held:
+                    self._idle.set()
+                    if stop.is_set():
+                        return
                 self._arrived.clear()
-                waiters = [asyncio.ensure_future(self._arrived.wait()), asyncio.ensure_future(stop.wait())]
+                waiters = [asyncio.ensure_future(self._arrived.wait())]
+                if not stop.is_set():
+                    waiters.append(asyncio.ensure_future(stop.wait()))
                 _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in pending:
                     waiter.cancel()
@@ -119,11 +142,18 @@ class Completer:
                 if stop.is_set():  # stopping: the leases settle what is left (outcome_unknown, never a re-send)
                     log.warning("completer: stopping with %d outcome(s) unwritten", len(self._pending))
                     self._pending.clear()
-                    self._idle.set()
                     return
                 await asyncio.sleep(RETRY_AFTER_DB_ERROR_S)
             finally:
                 self._writing = 0
+
+    def _drop_held(self) -> None:
+        if self._held:
+            log.warning("completer: stopping while %d touch row(s) are still locked by another session; their "
+                        "leases settle them (outcome_unknown, never a re-send)", len(self._held))
+        for handle in self._held.values():
+            handle.cancel()
+        self._held.clear()
 
     async def write(self, batch: Sequence[Outcome]) -> None:
         try:
@@ -143,13 +173,17 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome]) -> None:
         rows = orjson.dumps([o.as_row() for o in batch], option=orjson.OPT_NON_STR_KEYS).decode()
         async with self.pool.acquire() as conn:
-            await conn.execute(Q.complete_touches, rows, self.worker_id)
-        self.stats.written += len(batch)
+            busy = {r["busy_touch_id"] for r in await conn.fetch(Q.complete_touches, rows, self.worker_id)}
+        written = [o for o in batch if o.id not in busy] if busy else batch
+        for outcome in batch if busy else ():
+            if outcome.id in busy:
+                self._hold(outcome)
+        self.stats.written += len(written)
         self.stats.batches += 1
-        for outcome in batch:
+        for outcome in written:
             self.stats.by_status[outcome.status] = self.stats.by_status.get(outcome.status, 0) + 1
-        if self.on_written is not None:
-            self.on_written(batch)
+        if self.on_written is not None and written:
+            self.on_written(written)
 
     async def _write_stripped(self, outcome: Outcome, exc: Exception) -> None:
         log.warning("completer: the outcome of touch %s was refused (%s); writing it without its details",

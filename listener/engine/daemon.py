@@ -161,7 +161,7 @@ class Daemon:
             self.reactions.add(stats)
             metrics.count_decisions(stats.decisions)
         async with self.pool.acquire() as conn:
-            next_at = await conn.fetchval(Q.next_cooldown_due)
+            next_at = await conn.fetchval(Q.next_reaction_due)
         return seconds_until(next_at, self.settings.sweep_interval_s)
 
     def _sweep(self, sweep: SweepService) -> Callable[[], Awaitable[float | None]]:

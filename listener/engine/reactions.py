@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
 
-from listener.store.database import CONNECTION_ERRORS
+from listener.store.database import CONNECTION_ERRORS, ROW_BUSY_ERRORS, wait_briefly_for_row_locks
 from listener.rules.decision import Decision
 from listener.store.decisions import decision_from_row
 from listener.rules.payload import DEFAULT_STOP_EVENTS
@@ -36,6 +36,16 @@ TRANSIENT_DB_ERRORS = (asyncpg.exceptions.LockNotAvailableError, asyncpg.excepti
 MAX_REACTION_ATTEMPTS = 5
 REACTION_RETRY_S = 5.0
 COOLDOWN_RETRY_S = 60.0
+# A row locked by another session (SPEC §20) is no fault of the reaction: it is retried, never given up, sooner at
+# first and at most every BUSY_RETRY_MAX_S while the lock lasts; the other rows of its batch commit at once.
+BUSY_RETRY_MIN_S = 0.5
+BUSY_RETRY_MAX_S = 10.0
+
+
+def busy_retry_s(waiting_since: datetime) -> float:
+    """How long to wait before trying a reaction blocked by a row lock again: a quarter of how long it has waited."""
+    waited = (datetime.now(UTC) - waiting_since).total_seconds()
+    return min(max(waited / 4, BUSY_RETRY_MIN_S), BUSY_RETRY_MAX_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +283,13 @@ async def _drain(pool: asyncpg.Pool, take_query: str, batch: int, parse: Callabl
 
     Isolation by construction: the batch runs in a savepoint; when it raises, each row runs again alone in its
     own savepoint, and a row that still raises is handed to ``set_aside`` (which keeps it with its error), so the
-    others commit and one bad row never stalls the rest. Only losing the connection ends the drain."""
+    others commit and one bad row never stalls the rest. A row lock held elsewhere is waited for only briefly
+    (ROW_LOCK_WAIT_MS), so it costs its batch a fraction of a second, not the session's lock_timeout. Only losing
+    the connection ends the drain."""
     total = ReactionStats()
     while True:
         async with pool.acquire() as conn, conn.transaction():
+            await wait_briefly_for_row_locks(conn)
             rows = [parse(r) for r in await conn.fetch(take_query, batch)]
             if not rows:
                 return total
@@ -308,6 +321,13 @@ def describe_error(exc: BaseException) -> str:
 
 
 async def _set_aside_reaction(conn: asyncpg.Connection, event: ReactionEvent, exc: BaseException) -> None:
+    if isinstance(exc, ROW_BUSY_ERRORS):
+        delay = busy_retry_s(event.created_at)
+        log.info("reaction to event %s (%s) waits for a row locked by another session; retried in %.1fs",
+                 event.id, event.event_type, delay)
+        await conn.execute(Q.set_aside_reaction, event.id, event.lead_id, event.event_type, event.created_at,
+                           event.attempts, describe_error(exc), False, delay)
+        return
     attempts = event.attempts + 1
     transient = isinstance(exc, TRANSIENT_DB_ERRORS) and attempts < MAX_REACTION_ATTEMPTS
     log.warning("reaction to event %s (%s) %s: %s", event.id, event.event_type,
@@ -327,6 +347,12 @@ async def drain_reactions(pool: asyncpg.Pool, batch: int = 200) -> ReactionStats
 
 
 async def _set_aside_cooldown(conn: asyncpg.Connection, key: DecisionKey, exc: BaseException) -> None:
+    if isinstance(exc, ROW_BUSY_ERRORS):
+        log.info("re-deciding lead %s campaign %s step %s waits for a row locked by another session; retried in "
+                 "%.1fs", key.lead_id, key.campaign_id, key.step, BUSY_RETRY_MIN_S * 2)
+        await conn.execute(Q.postpone_cooldown, key.lead_id, key.campaign_id, key.step, key.latest_touch_id,
+                           BUSY_RETRY_MIN_S * 2)
+        return
     log.warning("re-deciding lead %s campaign %s step %s after its cooldown failed; retried in %.0fs: %s",
                 key.lead_id, key.campaign_id, key.step, COOLDOWN_RETRY_S, describe_error(exc))
     await conn.execute(Q.postpone_cooldown, key.lead_id, key.campaign_id, key.step, key.latest_touch_id,

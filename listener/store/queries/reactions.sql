@@ -75,8 +75,11 @@ using (select latest_touch_id from pending_cooldowns where due_at <= now() order
 where p.latest_touch_id = pick.latest_touch_id
 returning p.lead_id, p.campaign_id, p.step, p.latest_touch_id
 
--- name: next_cooldown_due
-select min(due_at) as next_at from pending_cooldowns
+-- name: next_reaction_due
+-- When the reaction service has work again: the next ended cooldown, or the next reaction waiting to be retried
+-- (a row that was locked by another session, a transient error).
+select least((select min(due_at) from pending_cooldowns),
+             (select min(retry_at) from event_reactions where failed_at is null and retry_at is not null)) as next_at
 
 -- name: advance_campaign_lead
 -- A step ended because its channels are exhausted: move to the next step, or complete the cadence.
