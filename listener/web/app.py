@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
-from listener.store.database import create_pool
 from listener.settings import Settings
+from listener.store.database import create_pool
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,13 @@ def check_bind(settings: Settings, host: str) -> None:
 
 
 def create_app(settings: Settings, url: str) -> web.Application:
-    from listener.web import dashboard, webhooks
+    from listener.web import dashboard, guard, webhooks
 
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[DATABASE_URL] = url
     app.cleanup_ctx.append(_pool)
+    guard.setup(app)
     webhooks.setup(app)
     dashboard.setup(app)
     return app

@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from listener.store.database import CONNECTION_ERRORS, DatabaseError
-from listener.web import api, auth, feed, health, pages
+from listener.web import api, auth, feed, guard, health, pages
 from listener.web.render import ENV_KEY, environment, page
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,12 @@ async def errors(request: web.Request, handler: auth.Handler) -> web.StreamRespo
     """A caller's mistake is a 400 with the reason; a slow or unreachable database a 503 — never a 500 for either."""
     try:
         response = await handler(request)
-    except api.BadRequest as exc:
+    except (api.BadRequest, guard.ControlCharacter) as exc:
         status, message = 400, str(exc)
     except asyncpg.QueryCanceledError:
         status, message = 503, "the database took too long to answer (statement_timeout); try again"
+    except asyncpg.UndefinedTableError:  # e.g. dashboard_sessions before `revenue-asi migrate` ran
+        status, message = 503, "the database schema is not current: run `revenue-asi migrate`"
     except UNAVAILABLE as exc:
         log.warning("%s %s: database unavailable (%s)", request.method, request.path, type(exc).__name__)
         status, message = 503, "the database is unavailable; try again"
@@ -51,6 +53,7 @@ def setup(app: web.Application) -> None:
     """Add the dashboard, API and health routes to `app`."""
     app[ENV_KEY] = environment()
     app.middlewares.append(errors)
+    app.middlewares.append(guard.refuse_control_characters)  # inside `errors` (its 400), before auth and handlers
     auth.setup(app)
     health.setup(app)
     api.setup(app)

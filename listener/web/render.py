@@ -67,10 +67,14 @@ def environment() -> jinja2.Environment:
     return env
 
 
+SESSION_COOKIE = "revenue_asi_session"  # listener/web/auth.py: a random session id, revocable
+
+
 def page(request: web.Request, name: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
     """The whole page, or only its `content` block when the page's live script asks (X-Fragment: 1)."""
     template = request.app[ENV_KEY].get_template(name)
-    context = {"path": request.path, "query": request.query, **context}
+    signed_in = SESSION_COOKIE in request.cookies and request.path != "/login"  # a session to end (POST /logout)
+    context = {"path": request.path, "query": request.query, "signed_in": signed_in, **context}
     if request.headers.get("X-Fragment") == "1" and "content" in template.blocks:
         html = "".join(template.blocks["content"](template.new_context(context)))
     else:

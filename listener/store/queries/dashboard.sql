@@ -1,5 +1,6 @@
 -- Director dashboard, JSON API and health (SPEC §14). Every query here runs in a read-only transaction with a
--- statement_timeout (listener/web/db.py) and reads a bounded slice through an index (listed per query).
+-- statement_timeout (listener/web/db.py) and reads a bounded slice through an index (listed per query); the
+-- session writes of sign-in and sign-out (dash_session_start, dash_session_end) in a time-limited writable one.
 
 -- name: dash_session_limits
 select set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)
@@ -117,3 +118,21 @@ from job_runs
 where ($1::text is null or job = $1)
 order by started_at desc
 limit $2
+
+-- name: dash_session_start
+-- Sign-in (listener/web/auth.py): a new session of $2 seconds under id $1 (an HMAC of the cookie value, never the
+-- value). Sessions that expired a day ago or more go (dashboard_sessions_expires_at).
+with pruned as (
+  delete from dashboard_sessions where expires_at < now() - interval '1 day'
+)
+insert into dashboard_sessions (id, expires_at) values ($1, now() + make_interval(secs => $2))
+
+-- name: dash_session_valid
+-- dashboard_sessions_pkey: the session exists, was not ended and has not expired.
+select exists (
+  select 1 from dashboard_sessions where id = $1 and ended_at is null and expires_at > now()
+)
+
+-- name: dash_session_end
+-- Sign-out: the session ends now, for every web process.
+update dashboard_sessions set ended_at = now() where id = $1 and ended_at is null
