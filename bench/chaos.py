@@ -204,6 +204,12 @@ async def race(env: Env, rate: float, seconds: float) -> dict[str, Any]:
     return await _scenario(env, "race", daemons=3, leads=int(rate * seconds) + 10, body=body)
 
 
+# The fake's faults are random per request, whatever the rate: SPEC §16's pushback (a 429 halves the sender's rate
+# for 60 s) would answer them by slowing the one sender to a crawl — right against a provider, whose 429s stop when
+# we slow down, but not what these scenarios measure (SPEC §11: a drain at the rate its slots allow).
+PER_REQUEST_FAULTS = {"REVENUE_ASI_PROVIDER_PUSHBACK": "false"}
+
+
 async def faults(env: Env, rate: float, seconds: float, fault_rate: float = 0.3) -> dict[str, Any]:
     async def body(workload: Workload, procs: list[DaemonProcess]) -> dict[str, Any]:
         load = Load(workload, rate, seconds)
@@ -212,6 +218,7 @@ async def faults(env: Env, rate: float, seconds: float, fault_rate: float = 0.3)
         return {"fault_rate": fault_rate, "faults": "500 / 429 Retry-After 0.2s / hang, one third each"}
 
     return await _scenario(env, "faults", daemons=2, leads=int(rate * seconds) + 10, body=body,
+                           settings=PER_REQUEST_FAULTS,
                            fake={"fault_rate": fault_rate, "fault_retry_after_s": 0.2, "fault_hang_forever": True,
                                  "seed": 30})
 
@@ -261,7 +268,7 @@ async def fault_mix(env: Env, n: int = 2000) -> dict[str, Any]:
 
     return await _scenario(env, "fault_mix", daemons=1, leads=n + 10, body=body,
                            settings={"REVENUE_ASI_CONCURRENCY": FAULT_MIX_CONCURRENCY, "REVENUE_ASI_LEASE_S": 120,
-                                     "REVENUE_ASI_PROVIDER_TIMEOUT_S": 15},
+                                     "REVENUE_ASI_PROVIDER_TIMEOUT_S": 15, **PER_REQUEST_FAULTS},
                            fake={"fault_rate": 0.3, "fault_retry_after_s": FAULT_MIX_RETRY_AFTER_S,
                                  "fault_hang_s": FAULT_MIX_HANG_S, "seed": 9})
 

@@ -163,7 +163,7 @@ async def measure(conn: asyncpg.Connection, campaign_id: Any, calls: int) -> dic
     out["claim_64"] = _stats(await _timed(batches, claim), per=64)
 
     async def claim_with_context(_: int) -> None:
-        await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64))
+        await _rolled_back(conn, lambda: conn.fetch(Q.claim_touches_with_context, "scale", 120.0, 64, None, None))
 
     out["claim_with_context_64"] = _stats(await _timed(batches, claim_with_context), per=64)
 

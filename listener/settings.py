@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     claim_batch: int = Field(64, ge=1, le=5000, validation_alias=AliasChoices("REVENUE_ASI_CLAIM_BATCH"))
     default_region: str = Field("US", min_length=2, max_length=2, validation_alias=AliasChoices("REVENUE_ASI_DEFAULT_REGION"))
     provider_timeout_s: float = Field(15.0, gt=0, validation_alias=AliasChoices("REVENUE_ASI_PROVIDER_TIMEOUT_S"))
+    # SPEC §16: a 429 halves its sender's rate for 60 s. Off only for fault-injection runs whose 429s are random
+    # per request (bench chaos faults / fault_mix, SPEC §11), where slowing the sender cannot make them stop.
+    provider_pushback: bool = Field(True, validation_alias=AliasChoices("REVENUE_ASI_PROVIDER_PUSHBACK"))
     shutdown_grace_s: float = Field(10.0, ge=0, validation_alias=AliasChoices("REVENUE_ASI_SHUTDOWN_GRACE_S"))
     worker_id: str | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_WORKER_ID"))
     metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=AliasChoices("REVENUE_ASI_METRICS_PORT"))

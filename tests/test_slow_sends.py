@@ -32,12 +32,15 @@ async def test_twenty_touches_are_sent_while_one_request_is_held_with_two_slots(
 
 async def test_retries_inside_the_lease_hold_one_slot_only(db, db_url):
     account_id = await factories.account(db)
-    slow_lead = await factories.lead(db, account_id, phone=HELD)
+    # the 429s slow their own sender for every daemon (SPEC §16): the refused touch belongs to another account,
+    # so this test sees only the slots
+    refused_account = await factories.account(db, "Refused")
+    slow_lead = await factories.lead(db, refused_account, phone=HELD)
     leads = [await factories.lead(db, account_id, phone=f"+1415555{2000 + i}") for i in range(10)]
     async with SandboxProviders() as fake, \
             running_daemon(db_url, daemon_settings(fake, concurrency=2, lease_s=60)):
         fake.rule(to=HELD, mode="rate_limit:2")  # refused with Retry-After: 2, again and again
-        slow = await factories.touch(db, account_id, slow_lead)
+        slow = await factories.touch(db, refused_account, slow_lead)
         await fake.wait_for_requests(1)
         others = [await factories.touch(db, account_id, lead_id) for lead_id in leads]
         await wait_until(db_url, "select count(*) = 10 from touch_runs where id = any($1) and status = 'sent'",

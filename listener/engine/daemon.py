@@ -144,10 +144,10 @@ class Daemon:
                     continue
                 claimed = await dispatcher.claim_and_start(min(free, self.settings.claim_batch))
                 claimed_any = claimed_any or claimed > 0
-                if claimed < min(free, self.settings.claim_batch):
+                if claimed < min(free, self.settings.claim_batch) and not dispatcher.more_due:
                     break
             async with pool.acquire() as conn:
-                next_at = await conn.fetchval(Q.next_scheduled_at)
+                next_at = await conn.fetchval(Q.next_dispatch_at)
             delay = seconds_until(next_at, self.settings.sweep_interval_s)
             return RETRY_SOON_S if delay == 0 and not claimed_any else delay
 

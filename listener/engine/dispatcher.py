@@ -34,7 +34,7 @@ from listener.rules.errors import ProviderError, TouchFailure
 from listener.rules.messages import Template, template_key_for
 from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.rules.payload import TouchPayload, parse_payload
-from listener.providers.base import BEFORE_RETRY, Provider
+from listener.providers.base import BEFORE_RETRY, ON_PUSHBACK, Provider
 from listener.store.queries import Q
 from listener.engine.sendcaps import send_rules_gate
 from listener.settings import Settings
@@ -71,6 +71,14 @@ class ClaimedTouch:
     provider_settings_id: UUID | None = None
     lead_timezone: str | None = None
     enriched_timezone: str | None = None
+    more_due: bool = False  # its sender gave its whole quota to this claim: more of it may be due (SPEC §16)
+    claim_turn: int = 1  # the round of the claim's round robin that took it
+    served_before: bool = False  # its sender came at or before the claim's cursor
+
+    @property
+    def sender(self) -> tuple[UUID, str]:
+        """The fairness unit: (account, channel), whose default settings row is the sender."""
+        return (self.account_id, self.channel)
 
     @cached_property
     def provider_config(self) -> dict[str, Any]:
@@ -180,6 +188,7 @@ class DispatchStats:
     failed: int = 0
     canceled: int = 0
     deferred: int = 0
+    pushbacks: int = 0  # 429s that slowed a sender (SPEC §16)
     by_error: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> None:
@@ -216,16 +225,26 @@ class Dispatcher:
         # to the provider call (README, tests/test_stop_window.py; metric revenue_asi_stop_window_seconds)
         self.checked_at: dict[str, float] = {}
         self._secrets = settings.secrets()
+        # the sender this daemon's claims served last: the next claim's round robin starts after it (SPEC §16)
+        self.cursor: tuple[UUID, str] | None = None
+        self.more_due = False  # the last claim left more due touches of a sender that gave its whole quota
 
     @property
     def free_slots(self) -> int:
         return self.settings.concurrency - self.in_flight
 
     async def claim(self, limit: int) -> list[ClaimedTouch]:
+        cursor_account, cursor_channel = self.cursor if self.cursor is not None else (None, None)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.claim_touches_with_context, self.worker_id, self.settings.lease_s, limit)
+            rows = await conn.fetch(Q.claim_touches_with_context, self.worker_id, self.settings.lease_s, limit,
+                                    cursor_account, cursor_channel)
         self.stats.claimed += len(rows)
-        return [ClaimedTouch.from_record(r) for r in rows]
+        touches = [ClaimedTouch.from_record(r) for r in rows]
+        self.more_due = any(t.more_due for t in touches)
+        if touches:  # the last sender in the claim's round-robin order
+            last = max(touches, key=lambda t: (t.claim_turn, t.served_before, t.account_id.bytes, t.channel))
+            self.cursor = last.sender
+        return touches
 
     async def claim_and_start(self, limit: int) -> int:
         """Claim up to `limit` due touches and start each one's send; returns how many were claimed."""
@@ -368,6 +387,8 @@ class Dispatcher:
                                    f"({prepared.provider}); set them in the environment")
             return failed(touch_id, failure, self._secrets, prepared.provider)
         BEFORE_RETRY.set(lambda: self._recheck(touch_id))  # this task's own context
+        if self.settings.provider_pushback:
+            ON_PUSHBACK.set(lambda error: self._pushback(touch))
         checked = touch.checked_at.timestamp()
         if len(self.checked_at) >= 10_000:
             self.checked_at.pop(next(iter(self.checked_at)))
@@ -384,6 +405,17 @@ class Dispatcher:
             return failed(touch_id, TouchFailure("provider_error", f"{type(exc).__name__}", "transient"),
                           self._secrets, prepared.provider)
         return sent(touch_id, prepared, clean_text(result.provider_message_id) or None)
+
+    async def _pushback(self, touch: ClaimedTouch) -> None:
+        """A 429 from the touch's sender: halve its effective rate for 60 s, for every daemon (SPEC §16)."""
+        if touch.provider_settings_id is None:
+            return
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(Q.sender_pushback, touch.provider_settings_id, touch.account_id, touch.channel)
+        self.stats.pushbacks += 1
+        if row is not None:
+            log.info("sender %s answered 429: paced at %.2f/s until %s", touch.provider_settings_id,
+                     row["pushback_rate"], row["pushback_until"])
 
     async def _recheck(self, touch_id: UUID) -> None:
         async with self.pool.acquire() as conn:

@@ -111,6 +111,14 @@ def parse_retry_after(value: str | None) -> float | None:
 # Set by the dispatcher for each send: awaited before every retry (never before the first attempt); it raises to
 # stop the send when the touch may no longer go (a stop event or suppression committed since the claim).
 BEFORE_RETRY: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("before_retry", default=None)
+# Set by the dispatcher for each send: awaited after every answer 429 (SPEC §16: provider pushback slows the
+# sender); what it raises is logged, never the send's outcome.
+ON_PUSHBACK: ContextVar[Callable[[ProviderError], Awaitable[None]] | None] = ContextVar("on_pushback", default=None)
+
+
+def is_pushback(error: ProviderError) -> bool:
+    """The provider asks us to slow down: HTTP 429 (Twilio 20429, ElasticEmail 429)."""
+    return error.http_status == 429 or error.error_code == "20429"
 
 
 def deadline_passed() -> ProviderError:
@@ -169,7 +177,15 @@ async def send_with_retries(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise deadline_passed()
-        return await attempt(min(timeout_s, remaining))
+        try:
+            return await attempt(min(timeout_s, remaining))
+        except ProviderError as error:
+            if is_pushback(error) and (on_pushback := ON_PUSHBACK.get()) is not None:
+                try:
+                    await on_pushback(error)
+                except Exception:  # slowing the sender is best effort; the touch's own retry goes on
+                    log.warning("recording a provider's pushback failed", exc_info=True)
+            raise
 
     try:  # the common case, a first attempt that succeeds, without the retry machinery's cost per send
         return await one_attempt()
