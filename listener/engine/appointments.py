@@ -23,7 +23,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -36,6 +36,8 @@ from listener.rules.contacts import normalise_phone
 from listener.engine.enrichment import valid_zone
 from listener.rules.errors import TouchFailure
 from listener.rules.messages import DEFAULT_LANGUAGE, render_text
+from listener.engine.isolate import is_busy, one_by_one
+from listener.store.database import ROW_BUSY_ERRORS
 from listener.store.queries import Q
 from listener.engine.service import run_service
 from listener.settings import Settings
@@ -49,6 +51,8 @@ TEMPLATE = "appointment_reminder"
 BATCH = 100
 BOOKED, CANCELED = "booked", "canceled"
 REMINDER_STOP_EVENTS = [DO_NOT_CONTACT, UNSUBSCRIBE]
+# what one bad appointment raises (skipped with a warning, never a stall of the rest)
+SKIPPED_ERRORS = (asyncpg.DataError, ValueError, OverflowError)
 
 # Used when message_templates has no appointment_reminder row for the language (the migration seeds es and en).
 BUILTIN_TEMPLATES: dict[str, tuple[str, str]] = {
@@ -136,6 +140,11 @@ class AppointmentStats:
     reminders_created: int = 0
     reminders_canceled: int = 0
     reminders_updated: int = 0
+    set_aside: int = 0  # rows locked by another session: back in the inbox for the next run (SPEC §20)
+
+    def add(self, other: AppointmentStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,19 +298,43 @@ async def react_to_appointment(conn: asyncpg.Connection, settings: Settings, app
 
 
 async def drain_appointments(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> AppointmentStats:
+    """React to the inbox until it is empty, each appointment in its own savepoint: one bad appointment is skipped
+    (logged), and one whose rows another session holds (its reminder touches, its lead) goes back to the inbox for
+    the next run (SPEC §20) — neither stalls the rest."""
     stats = AppointmentStats()
+    set_aside: list[UUID] = []
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q.appointment_take, batch)
+            rows = await conn.fetch(Q.appointment_take, batch, set_aside)
             if not rows:
                 return stats
-            now: datetime = await conn.fetchval(Q.appointment_now)
-            for row in rows:
-                async with conn.transaction():  # a savepoint: one bad appointment never stalls the rest
-                    try:
-                        await react_to_appointment(conn, settings, row, now, stats)
-                    except (asyncpg.DataError, ValueError, OverflowError) as exc:
-                        log.warning("appointment %s skipped: %s", row["id"], exc)
+            busy = await _react_each(conn, settings, rows, stats)
+            if busy:
+                await conn.execute(Q.appointment_refile, *(
+                    [r[column] for r in busy]
+                    for column in ("id", "is_new", "prev_status", "prev_starts_at", "prev_location", "queued_at")))
+                set_aside += [r["id"] for r in busy]
+                stats.set_aside += len(busy)
+                log.info("appointments: %d locked by another session, left for the next run", len(busy))
+
+
+async def _react_each(conn: asyncpg.Connection, settings: Settings, rows: Sequence[asyncpg.Record],
+                      stats: AppointmentStats) -> list[asyncpg.Record]:
+    """React to each taken row in its own savepoint; returns the rows another session's lock stopped."""
+    now: datetime = await conn.fetchval(Q.appointment_now)
+
+    async def react(row: asyncpg.Record) -> None:
+        one = AppointmentStats()
+        await react_to_appointment(conn, settings, row, now, one)
+        stats.add(one)
+
+    busy = []
+    for row, exc in await one_by_one(conn, rows, react, catch=(*ROW_BUSY_ERRORS, *SKIPPED_ERRORS)):
+        if is_busy(exc):
+            busy.append(row)
+        else:
+            log.warning("appointment %s skipped: %s", row["id"], exc)
+    return busy
 
 
 async def run_appointment_service(pool: asyncpg.Pool, settings: Settings, wake: asyncio.Event,

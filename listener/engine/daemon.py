@@ -33,6 +33,7 @@ from listener.engine.sweeper import SweepService
 
 log = logging.getLogger(__name__)
 
+SET_ASIDE_RETRY_S = 5.0  # a periodic job that left rows locked by another session runs again this soon
 RETRY_SOON_S = 0.05  # due rows exist but another daemon holds them: look again shortly
 POOL_SPARE = 6
 
@@ -200,7 +201,9 @@ class Daemon:
 
 def _periodic(job: PeriodicJob, pool: asyncpg.Pool) -> Callable[[], Awaitable[float]]:
     async def step() -> float:
-        await job.run(pool)
+        result = await job.run(pool)
+        if isinstance(result, dict) and result.get("set_aside"):  # rows locked elsewhere (SPEC §20): soon again
+            return min(job.interval_s, SET_ASIDE_RETRY_S)
         return job.interval_s
 
     return step

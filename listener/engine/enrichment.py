@@ -9,7 +9,8 @@ provider) is kept, field by field (lead_enrichment_state.derived remembers what 
 
 The pure part (``enrich``) is a function of one lead; the loop takes the inbox in batches, does the pure part in a
 worker thread (so a 50,000-lead burst does not starve dispatch on the event loop), and writes each batch in the
-transaction that took it."""
+transaction that took it. A lead whose rows another session holds is put back in the inbox for the next run while
+the rest of its batch is written (SPEC §20, listener/engine/isolate.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 
 from listener.rules.contacts import _PHONE_PREFIXES
+from listener.engine.isolate import batch_then_one_by_one
 from listener.store.queries import Q
 from listener.engine.service import run_service
 from listener.settings import Settings
@@ -194,9 +196,11 @@ class EnrichmentStats:
     rows_written: int = 0
     events: int = 0
     problems: dict[str, int] = field(default_factory=dict)
+    set_aside: int = 0  # locked by another session: back in the inbox for the next run (SPEC §20)
 
-    def add(self, plans: Sequence[dict[str, Any]], taken: int) -> None:
+    def add(self, plans: Sequence[dict[str, Any]], taken: int, set_aside: int = 0) -> None:
         self.taken += taken
+        self.set_aside += set_aside
         self.rows_written += sum(1 for p in plans if p["write_row"])
         self.events += sum(1 for p in plans if p["write_event"])
         for plan in plans:
@@ -206,7 +210,7 @@ class EnrichmentStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"leads": self.taken, "rows_written": self.rows_written, "events": self.events,
-                "problems": dict(sorted(self.problems.items()))}
+                "problems": dict(sorted(self.problems.items())), "set_aside": self.set_aside}
 
 
 def _plan_batch(rows: Sequence[Mapping[str, Any]], region: str) -> list[dict[str, Any]]:
@@ -235,10 +239,18 @@ async def enrich_batch(pool: asyncpg.Pool, settings: Settings, limit: int = BATC
                 executor, _plan_batch, [dict(r) for r in rows], settings.default_region)
         else:
             plans = await asyncio.to_thread(_plan_batch, rows, settings.default_region)
+        busy: set[str] = set()
         if plans:
-            await conn.execute(Q.enrichment_apply, plans, LEAD_ENRICHED)
+            # SPEC §20: a lead whose rows another session holds (its leads or lead_enriched row) goes back to the
+            # inbox, at its end, for the next run; every other lead of the batch is written now
+            failed = await batch_then_one_by_one(
+                conn, plans, lambda batch: conn.execute(Q.enrichment_apply, list(batch), LEAD_ENRICHED))
+            busy = {plan["lead_id"] for plan, _ in failed}
+            if busy:
+                await conn.execute(Q.enrichment_refile, list(busy))
+                log.info("enrichment: %d lead(s) locked by another session, left for the next run", len(busy))
     if stats is not None:
-        stats.add(plans, len(rows))
+        stats.add([p for p in plans if p["lead_id"] not in busy], len(rows) - len(busy), len(busy))
     return len(rows)
 
 

@@ -10,17 +10,23 @@
 
 Each run is one transaction that first takes ``pg_try_advisory_xact_lock`` on the job's name: a second run
 anywhere at the same time returns ``{"skipped": "another run holds the lock"}``. A dry run is the same code in
-a transaction that is rolled back, so it reports exactly what a real run would create.
+a transaction that is rolled back, so it reports exactly what a real run would create. Each lead's touch is
+written in its own savepoint with a short lock wait (listener/engine/isolate.py): a lead whose row another session
+holds (its ``leads`` row, which the touch's foreign key must share, or a touch of the same key not yet committed)
+is left for the next run (``set_aside`` in the result) while every other lead's touch is created (SPEC §20).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from listener.engine.isolate import is_busy, one_by_one
+from listener.store.database import ROW_BUSY_ERRORS
 from listener.store.queries import Q
 from listener.engine.reactions import describe_error
 from listener.settings import Settings
@@ -35,6 +41,7 @@ REACTIVATION_STOP_EVENTS = list(INBOUND_STOP_TYPES)
 REACTIVATION_EXPIRES_DAYS = 7
 MAX_LISTED = 100  # items listed in a run's result (counts are always complete)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 class _Rollback(Exception):
@@ -76,25 +83,33 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
     errors: list[str] = []
     failed_rows = 0
     existed = 0
+    ready: list[asyncpg.Record] = []
     for c in candidates:
-        if c["skip_reason"] is not None:
-            skipped.append(_skip(c, c["skip_reason"]))
-            if c["skip_reason"] in ROW_ERRORS:
-                errors.append(_row_error(c, ROW_ERRORS[c["skip_reason"]]))
+        if c["skip_reason"] is None:
+            ready.append(c)
             continue
-        try:  # one bad campaign step skips its campaign lead, never the run (SPEC §11)
-            async with conn.transaction():
-                touch_id = await conn.fetchval(Q.insert_step_touch, c["campaign_id"], c["lead_id"], c["step"],
-                                               c["base_at"])
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            # no orchestrator_skipped event: the row is tried (and reported in job_runs) again next run
-            errors.append(_row_error(c, describe_error(exc)))
-            failed_rows += 1
-            continue
+        skipped.append(_skip(c, c["skip_reason"]))
+        if c["skip_reason"] in ROW_ERRORS:
+            errors.append(_row_error(c, ROW_ERRORS[c["skip_reason"]]))
+
+    async def create(c: asyncpg.Record) -> None:
+        nonlocal existed
+        touch_id = await conn.fetchval(Q.insert_step_touch, c["campaign_id"], c["lead_id"], c["step"], c["base_at"])
         if touch_id is None:
             existed += 1  # created meanwhile by the cadence (idempotency key step:<campaign>:<lead>:<step>)
         else:
             created_ids.append(touch_id)
+
+    # Each in its own savepoint: one bad campaign step skips its campaign lead, never the run (SPEC §11), and a lead
+    # whose row another session holds waits for the next run (SPEC §20). Neither writes an orchestrator_skipped
+    # event: the row is tried again next run (a bad one is reported in job_runs each time).
+    busy: list[asyncpg.Record] = []
+    for c, exc in await one_by_one(conn, ready, create, catch=(*ROW_BUSY_ERRORS, *ROW_FAULTS)):
+        if is_busy(exc):
+            busy.append(c)
+        else:
+            errors.append(_row_error(c, describe_error(exc)))
+            failed_rows += 1
     if skipped:
         await conn.execute(Q.insert_orchestrator_skipped_events, skipped)
     created = await conn.fetch(Q.orchestrator_created_touches, created_ids) if created_ids else []
@@ -108,6 +123,7 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
         "touches": [_touch_item(r) for r in created[:MAX_LISTED]],
         "skips": [{k: v for k, v in s.items() if k != "channel"} for s in skipped[:MAX_LISTED]],
     }
+    _report_set_aside(result, TOUCH_ORCHESTRATOR, busy)
     if errors:  # the run went on; job_runs.error names the rows it had to skip
         result["errors"] = errors[:MAX_LISTED]
         result["error"] = f"{len(errors)} row(s) skipped: " + "; ".join(errors[:5]) + ("; …" if len(errors) > 5 else "")
@@ -116,6 +132,17 @@ async def orchestrate_touches(conn: asyncpg.Connection, limit: int | None) -> di
 
 # skip reasons that are a fault in the data (reported in job_runs.error), not a state of the lead
 ROW_ERRORS = {"invalid_delay": "delay_minutes is outside 0..525600 (SPEC §11)"}
+# what the database says of a row it refuses (a fault in that row's data)
+ROW_FAULTS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+def _report_set_aside(result: dict[str, Any], job: str, busy: Sequence[asyncpg.Record]) -> None:
+    """Leads whose rows another session holds (SPEC §20): left for the next run, which finds them again."""
+    if not busy:
+        return
+    result["set_aside"] = len(busy)
+    result["set_aside_leads"] = [str(c["lead_id"]) for c in busy[:MAX_LISTED]]
+    log.info("%s: %d lead(s) locked by another session, left for the next run", job, len(busy))
 
 
 def _skip(c: asyncpg.Record, reason: str) -> dict[str, Any]:
@@ -198,7 +225,9 @@ async def orchestrate_reactivations(conn: asyncpg.Connection, limit: int | None)
     candidates = await conn.fetch(Q.reactivation_candidates, limit, REACTIVATION_WINDOW_DAYS)
     created: list[asyncpg.Record] = []
     existed = 0
-    for c in candidates:
+
+    async def create(c: asyncpg.Record) -> None:
+        nonlocal existed
         payload = reactivation_payload(c, now, window)
         key = f"reactivation:{c['lead_id']}:{window.date().isoformat()}"
         extra = {"window_start": window.date().isoformat(), "priority_score": c["priority_score"],
@@ -211,11 +240,16 @@ async def orchestrate_reactivations(conn: asyncpg.Connection, limit: int | None)
             existed += 1
         else:
             created.append(row)
-    return {
+
+    # a lead whose row another session holds waits for the next run (SPEC §20); the others are created now
+    busy = [c for c, _ in await one_by_one(conn, candidates, create)]
+    result = {
         **_created_summary(len(candidates), created, existed),
         "window_start": window.date().isoformat(),
         "touches": [_touch_item({**dict(r), "campaign_id": None}) for r in created[:MAX_LISTED]],
     }
+    _report_set_aside(result, REACTIVATION, busy)
+    return result
 
 
 async def reactivation_job(pool: asyncpg.Pool, settings: Settings, dry_run: bool,

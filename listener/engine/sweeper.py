@@ -1,7 +1,10 @@
 """The sweep (SPEC §9), the one implementation behind the daemon's sweep loop and `revenue-asi tick sweep`: expired
 leases (failed as outcome_unknown, never re-sent), reactions and ended cooldowns a missed NOTIFY left behind, and
 the campaign-lead count deltas folded (0008). Due
-touches are the dispatcher's: the daemon wakes it after each sweep; `tick sweep`, with no daemon, drives it once."""
+touches are the dispatcher's: the daemon wakes it after each sweep; `tick sweep`, with no daemon, drives it once.
+
+A row another session holds never stalls a sweep (SPEC §20): an expired lease whose touch is locked is skipped
+(SKIP LOCKED) and expired by a later sweep; a fold that meets a locked count row is left to a later sweep."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from listener.store.database import ROW_BUSY_ERRORS, wait_briefly_for_row_locks
 from listener.store.queries import Q
 from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SweepStats:
     leases_expired: int = 0
+    counts_folded: bool = True
     reactions: ReactionStats = field(default_factory=ReactionStats)
     cooldowns: ReactionStats = field(default_factory=ReactionStats)
 
@@ -63,13 +68,27 @@ async def _expire_one_by_one(pool: asyncpg.Pool, batch: int) -> int:
     return done
 
 
+async def fold_campaign_lead_counts(pool: asyncpg.Pool) -> bool:
+    """Fold the campaign-lead count deltas (0008). A count row another session holds (a migration re-seeding the
+    counts, an operator's open transaction) leaves the fold to the next sweep instead of stalling this one (SPEC
+    §20): the deltas stay, and every read still sums them. Returns whether it folded."""
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                await wait_briefly_for_row_locks(conn)
+                await conn.execute(Q.fold_campaign_lead_counts)
+        except ROW_BUSY_ERRORS:
+            log.info("sweep: campaign lead counts locked by another session; folded by a later sweep")
+            return False
+    return True
+
+
 async def sweep_once(pool: asyncpg.Pool, *, react: bool = True) -> SweepStats:
     """Expire leases, then (`react`) drain what the reactions left; the daemon passes react=False and wakes its
     reaction service instead, so the two never work the same backlog side by side."""
     stats = SweepStats()
     stats.leases_expired = await expire_leases(pool)
-    async with pool.acquire() as conn:
-        await conn.execute(Q.fold_campaign_lead_counts)
+    stats.counts_folded = await fold_campaign_lead_counts(pool)
     if react:
         stats.reactions = await drain_reactions(pool)
         stats.cooldowns = await drain_due_cooldowns(pool)

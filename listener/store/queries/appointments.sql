@@ -1,17 +1,27 @@
 -- Appointments and their reminders (SPEC §15): listener/engine/appointments.py.
 
 -- name: appointment_take
--- Taken in the transaction that reacts: a crash rolls the take back, nothing is lost.
+-- Taken in the transaction that reacts: a crash rolls the take back, nothing is lost. $2: appointments this drain
+-- set aside (their rows locked by another session, appointment_refile) — left for the next run.
 with pick as (
-  select appointment_id from appointment_inbox order by queued_at limit $1 for update skip locked
+  select appointment_id from appointment_inbox where appointment_id <> all($2::uuid[])
+  order by queued_at limit $1 for update skip locked
 ), taken as (
   delete from appointment_inbox i using pick where i.appointment_id = pick.appointment_id
-  returning i.appointment_id, i.is_new, i.prev_status, i.prev_starts_at, i.prev_location
+  returning i.appointment_id, i.is_new, i.prev_status, i.prev_starts_at, i.prev_location, i.queued_at
 )
 select a.id, a.account_id, a.lead_id, a.starts_at, a.status, a.location, a.notes,
-       t.is_new, t.prev_status, t.prev_starts_at, t.prev_location
+       t.is_new, t.prev_status, t.prev_starts_at, t.prev_location, t.queued_at
 from taken t join appointments a on a.id = t.appointment_id
 order by a.created_at
+
+-- name: appointment_refile
+-- SPEC §20: appointments whose rows another session holds go back to the inbox as they were taken (the state the
+-- daemon last saw, their place in the queue), in the transaction that took them; the next run reacts to them. A
+-- change filed meanwhile waits for this transaction and then finds the row: the older state is the one to keep.
+insert into appointment_inbox (appointment_id, is_new, prev_status, prev_starts_at, prev_location, queued_at)
+select * from unnest($1::uuid[], $2::boolean[], $3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])
+on conflict (appointment_id) do nothing
 
 -- name: appointment_now
 select now()

@@ -54,6 +54,13 @@ select d.lead_id, $2::text, 'enrichment', 'internal',
        jsonb_build_object('changed', d.changed, 'problems', d.problems, 'details', d.details)
 from d where d.write_event
 
+-- name: enrichment_refile
+-- SPEC §20: leads whose rows another session holds go back to the inbox, at its end (queued_at now), in the
+-- transaction that took them; the next run enriches them.
+insert into lead_enrichment_inbox (lead_id)
+select unnest($1::uuid[])
+on conflict (lead_id) do nothing
+
 -- name: enrichment_file_never_enriched
 -- Backfill: leads the engine never looked at (inserted before it existed). Returns how many were filed.
 with filed as (

@@ -36,9 +36,13 @@ returning id
 
 -- name: fold_campaign_lead_counts
 -- The deltas the campaign_leads triggers wrote, folded into campaign_lead_counts (0008) in one statement; two
--- sweeps at once fold each delta once (the second skips the rows the first deleted).
+-- sweeps at once fold each delta once (SKIP LOCKED: the second leaves the rows the first is deleting, instead of
+-- waiting for it). A count row locked elsewhere fails the statement after the short lock wait of the caller's
+-- transaction; the deltas stay for the next sweep (listener/engine/sweeper.py).
 with folded as (
-  delete from campaign_lead_count_deltas returning status, n
+  delete from campaign_lead_count_deltas d
+  where d.id in (select id from campaign_lead_count_deltas for update skip locked)
+  returning d.status, d.n
 )
 insert into campaign_lead_counts (status, n)
 select status, sum(n) from folded group by status order by status
