@@ -17,13 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from listener.store.database import DatabaseError, connect, database_url, migrate
-from listener.store.embedded import (EmbeddedServer, EmbeddedServerError, embedded_pgdata, embedded_server_status,
-                                     stop_embedded_server)
-from listener.settings import Settings, SettingsError, get_settings
 from listener.intents.status import system_status
-from listener.store.queries import Q
 from listener.rules.vocabulary import CHANNELS
+from listener.settings import Settings, SettingsError, get_settings
+from listener.store.database import DatabaseError, connect, database_url, migrate
+from listener.store.embedded import (
+    EmbeddedServer,
+    EmbeddedServerError,
+    embedded_pgdata,
+    embedded_server_status,
+    stop_embedded_server,
+)
+from listener.store.queries import Q
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Revenue ASI outbox daemon: touch_runs → LISTEN/NOTIFY → providers → core_memory_events.")
@@ -163,6 +168,7 @@ def render_status(status: dict[str, Any]) -> None:
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
                   f" (next {_when(cad['next_cooldown_at'])}) · next scheduled touch {_when(cad['next_scheduled_at'])}",
                   highlight=False)
+    _render_paced_senders(status.get("paced_senders") or [])
     table = Table(title="jobs: last run")
     for col in ("job", "started", "took", "dry run", "result"):
         table.add_column(col)
@@ -177,6 +183,32 @@ def render_status(status: dict[str, Any]) -> None:
             took = f"{(datetime.fromisoformat(run['finished_at']) - datetime.fromisoformat(run['started_at'])).total_seconds() * 1000:.0f} ms"
         table.add_row(job, _when(run["started_at"]), took, "yes" if run["dry_run"] else "",
                       f"error: {run['error']}" if run["error"] else _job_summary(run["stats"]))
+    console.print(table)
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}/s"
+
+
+def _render_paced_senders(senders: list[dict[str, Any]]) -> None:
+    """SPEC §16: each paced sender's configured and effective rate, in-flight limit and requests, touches waiting."""
+    if not senders:
+        console.print("[bold]paced senders[/]: none (no max_per_second or max_in_flight set, no 429 pushback)")
+        return
+    table = Table(title=f"paced senders ({len(senders)})")
+    for col in ("account", "channel", "provider", "settings", "configured rate", "effective rate", "max in flight",
+                "in flight", "waiting for pace", "next free"):
+        table.add_column(col, justify="right" if col in ("in flight", "waiting for pace", "max in flight") else "left")
+    for s in senders:
+        effective = _rate(s["effective_rate"])
+        if s.get("pushback_in_force"):
+            effective += f" (429 pushback until {_when(s['pushback_until'])})"
+        elif s.get("pushback_until"):
+            effective += f" (climbing back until {_when(s['climbs_back_until'])})"
+        table.add_row(escape(s["account_name"]), s["channel"], s["provider"], _short(s["settings_id"]),
+                      _rate(s["max_per_second"]), effective,
+                      "—" if s["max_in_flight"] is None else str(s["max_in_flight"]), str(s["in_flight"]),
+                      str(s["waiting"]), _when(s["next_at"]) if s.get("next_in_s") else "now")
     console.print(table)
 
 

@@ -81,6 +81,7 @@ async def test_every_page_in_a_real_browser(db, db_url, chromium_binary):
                 assert await page.evaluate("document.getElementById('daemons-alive').textContent.trim()") == "1"
                 text = await page.evaluate("document.body.innerText")
                 assert "browser-test-daemon" in text and "quiet_hours" in text and "21211" in text
+                assert "No sender is paced" in text  # SPEC §16: nothing here sets max_per_second or max_in_flight
                 daemon_row = await page.evaluate("[...document.querySelectorAll('tr')].find(r => r.innerText.includes("
                                                  "'browser-test-daemon')).innerText")
                 assert "connected" in daemon_row and "alive" in daemon_row

@@ -1,6 +1,6 @@
 """The seed's `system.status` intent: what the queue and the memory engine look like right now. One implementation
 for `revenue-asi status [--json]`, `GET /api/status` and Command OS; the dashboard's home page reuses its sections
-(queue, failures, jobs, cadences) beside its own."""
+(queue, failures, jobs, cadences, paced senders) beside its own."""
 
 from __future__ import annotations
 
@@ -70,6 +70,24 @@ async def deferred_section(conn: asyncpg.Connection) -> dict[str, Any]:
             for row in await conn.fetch(Q.deferred_touches_by_reason)}
 
 
+PACED_SENDERS_SHOWN = 500
+
+
+async def paced_senders_section(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """The senders paced right now (SPEC §16: config.max_per_second or max_in_flight, or a 429's pushback), each
+    with its configured and effective rate (requests/s; None: no rate bound), in-flight limit and requests, touches
+    waiting for pace (due, of its account and channel), pushback and next free moment. Empty when none is paced."""
+    senders = []
+    for row in await conn.fetch(Q.dash_paced_senders, PACED_SENDERS_SHOWN):
+        sender = {k: _jsonable(v) for k, v in dict(row).items()}
+        for key in ("settings_id", "account_id"):
+            sender[key] = str(row[key])
+        for key in ("max_per_second", "effective_rate", "next_in_s"):
+            sender[key] = None if row[key] is None else round(row[key], 3)
+        senders.append(sender)
+    return senders
+
+
 async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
     database = await database_section(conn)
     touches: dict[str, dict[str, int]] = {}
@@ -88,4 +106,5 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "jobs": await jobs_section(conn),
         "reactions_set_aside": await reactions_set_aside_section(conn),
         "cadences": await cadences_section(conn),
+        "paced_senders": await paced_senders_section(conn),
     }

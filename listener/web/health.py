@@ -1,16 +1,15 @@
 """Health (SPEC §14): /healthz (the process serves), /readyz (the database answers and every migration this
 package ships is applied), /metrics (Prometheus text: the queue's numbers, the oldest due touch's age, daemon
-heartbeats, the web process's own LISTEN connection)."""
+heartbeats, the web process's own LISTEN connection, each paced sender's waiting touches and effective rate)."""
 
 from __future__ import annotations
-
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from listener.intents.status import paced_senders_section, queue_section
 from listener.store.database import DB_ERRORS, numbered_migrations
-from listener.intents.status import queue_section
 from listener.store.queries import Q
 from listener.web.db import read_only
 
@@ -34,6 +33,12 @@ class DashboardMetrics:
                               ["worker_id"], registry=r)
         self.listen = Gauge("revenue_asi_web_listen_connected", "The web process's LISTEN connection is up",
                             registry=r)
+        self.sender_waiting = Gauge("revenue_asi_sender_waiting",
+                                    "Touches waiting for their paced sender's pace (due, queued or scheduled)",
+                                    ["settings_id"], registry=r)
+        self.sender_rate = Gauge("revenue_asi_sender_rate",
+                                 "A paced sender's effective rate now, requests/s (halved by a 429's pushback); "
+                                 "absent for a sender bounded only by max_in_flight", ["settings_id"], registry=r)
         self.database_up = Gauge("revenue_asi_database_up", "The database answered this scrape", registry=r)
 
 
@@ -70,6 +75,7 @@ async def metrics(request: web.Request) -> web.Response:
         async with read_only(request.app) as conn:
             queue = await queue_section(conn)
             beats = await conn.fetch(Q.dash_heartbeats)
+            senders = await paced_senders_section(conn)
     except DB_ERRORS:
         m.database_up.set(0)
     else:
@@ -84,6 +90,12 @@ async def metrics(request: web.Request) -> web.Response:
         for beat in alive:
             m.beat_age.labels(beat["worker_id"]).set(beat["age_s"])
         m.daemons.set(len(alive))
+        m.sender_waiting.clear()
+        m.sender_rate.clear()
+        for sender in senders:  # the paced senders only (SPEC §16)
+            m.sender_waiting.labels(sender["settings_id"]).set(sender["waiting"])
+            if sender["effective_rate"] is not None:
+                m.sender_rate.labels(sender["settings_id"]).set(sender["effective_rate"])
     feed = request.app.get(FEED)
     m.listen.set(1 if feed is not None and feed.connected else 0)
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

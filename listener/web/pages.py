@@ -9,11 +9,27 @@ from typing import Any
 from aiohttp import web
 
 from listener.intents.lead import LeadError, inspect_lead
-from listener.intents.status import cadences_section, failures_last_hour, jobs_section, queue_section
+from listener.intents.status import (
+    cadences_section,
+    failures_last_hour,
+    jobs_section,
+    paced_senders_section,
+    queue_section,
+)
+from listener.rules.vocabulary import (
+    CAMPAIGN_LEAD_STATUSES,
+    CHANNELS,
+    EMAIL_BOUNCED,
+    TOUCH_CANCELED,
+    TOUCH_DEFERRED,
+    TOUCH_DELIVERED,
+    TOUCH_FAILED,
+    TOUCH_READ,
+    TOUCH_SENT,
+    TOUCH_STATUSES,
+    TOUCH_UNDELIVERED,
+)
 from listener.store.queries import Q
-from listener.rules.vocabulary import (CAMPAIGN_LEAD_STATUSES, CHANNELS, EMAIL_BOUNCED, TOUCH_CANCELED, TOUCH_DEFERRED,
-                                 TOUCH_DELIVERED, TOUCH_FAILED, TOUCH_READ, TOUCH_SENT, TOUCH_STATUSES,
-                                 TOUCH_UNDELIVERED)
 from listener.web.api import BadRequest, fetch_touches, parse_uuid, touch_filters
 from listener.web.app import SETTINGS
 from listener.web.db import read_only
@@ -44,11 +60,12 @@ async def overview_data(app: web.Application) -> dict[str, Any]:
         cadences = await cadences_section(conn)
         jobs = await jobs_section(conn)
         heartbeats = [dict(r) for r in await conn.fetch(Q.dash_heartbeats)]
+        paced_senders = await paced_senders_section(conn)
     feed = app.get(FEED)
     return {"queue": queue, "deferred": deferred, "by_channel": by_channel, "failures": failures,
             "cadences": cadences, "cadence_statuses": CAMPAIGN_LEAD_STATUSES, "jobs": jobs,
             "heartbeats": heartbeats, "alive": sum(1 for h in heartbeats if h["alive"]),
-            "feed_connected": bool(feed and feed.connected)}
+            "feed_connected": bool(feed and feed.connected), "paced_senders": paced_senders}
 
 
 async def index(request: web.Request) -> web.Response:

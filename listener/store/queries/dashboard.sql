@@ -136,3 +136,46 @@ select exists (
 -- name: dash_session_end
 -- Sign-out: the session ends now, for every web process.
 update dashboard_sessions set ended_at = now() where id = $1 and ended_at is null
+
+-- name: dash_paced_senders
+-- The paced senders (SPEC §16), for the home page, `status` / GET /api/status and /metrics: a sender (an account's
+-- default account_provider_settings row for a channel) with config.max_per_second or max_in_flight, or under a
+-- 429's pushback (sender_is_paced; the same functions the claim reads). Found without touch_runs: the candidates are
+-- the settings rows that have either key in config and the sender_pacing rows with a recent pushback (each table read
+-- once: one row per sender; an index on either predicate would make it a probe), sender_is_paced decides; accounts by
+-- key. Then, for each paced sender shown ($1 at most), two index probes: touch_runs_open_by_sender for its touches
+-- waiting for pace (queued or scheduled, due) and touch_runs_in_flight_by_sender for its requests in flight
+-- (processing, claimed with it).
+-- pushback_until is set while a 429's pushback still moves the rate: halved until then, climbing back for 60 s after.
+-- next_at: the moment its next request may leave (null: never paced yet); next_in_s: seconds until then (0: now).
+select p.settings_id, p.account_id, p.account_name, p.channel, p.provider, p.max_per_second,
+       sender_effective_rate(p.max_per_second, p.pushback_rate, p.pushback_from, p.pushback_until, now())
+         as effective_rate,
+       p.max_in_flight, flight.n as in_flight, waiting.n as waiting,
+       coalesce(now() < p.pushback_until, false) as pushback_in_force,
+       case when now() < p.pushback_until + interval '60 seconds' then p.pushback_until end as pushback_until,
+       case when now() < p.pushback_until + interval '60 seconds' then p.pushback_until + interval '60 seconds' end
+         as climbs_back_until,
+       coalesce(p.pushbacks, 0)::bigint as pushbacks, p.next_at,
+       greatest(0, coalesce(extract(epoch from p.next_at - now()), 0))::float8 as next_in_s
+from (
+  select ps.id as settings_id, ps.account_id, ps.channel, ps.provider,
+         (select a.name from accounts a where a.id = ps.account_id) as account_name,
+         sender_max_per_second(ps.config) as max_per_second, sender_max_in_flight(ps.config) as max_in_flight,
+         sp.pushback_rate, sp.pushback_from, sp.pushback_until, sp.pushbacks, sp.next_at
+  from (select c.id from account_provider_settings c
+        where c.is_default and (c.config ? 'max_per_second' or c.config ? 'max_in_flight')
+        union
+        select c.settings_id from sender_pacing c where c.pushback_until > now() - interval '60 seconds') candidate
+  join account_provider_settings ps on ps.id = candidate.id and ps.is_default
+  left join sender_pacing sp on sp.settings_id = ps.id
+  where sender_is_paced(ps.config, sp.pushback_until, now())
+  order by account_name, ps.account_id, ps.channel
+  limit $1
+) p
+cross join lateral (select count(*)::bigint as n from touch_runs f
+                    where f.provider_settings_id = p.settings_id and f.status = 'processing') flight
+cross join lateral (select count(*)::bigint as n from touch_runs t
+                    where t.account_id = p.account_id and t.channel = p.channel
+                      and t.status in ('queued', 'scheduled') and t.scheduled_at <= now()) waiting
+order by p.account_name, p.account_id, p.channel

@@ -37,3 +37,8 @@ create table sender_pacing (
   updated_at      timestamptz not null default now()
 );
 insert into sender_pacing (settings_id) select id from account_provider_settings on conflict do nothing;
+
+-- The paced senders (the dashboard, status, /metrics): found without reading every sender.
+create index account_provider_settings_paced on account_provider_settings (id)
+  where is_default and (config ? 'max_per_second' or config ? 'max_in_flight');
+create index sender_pacing_pushback on sender_pacing (pushback_until) where pushback_until is not null;
