@@ -36,13 +36,18 @@ from rich.table import Table
 from rich.text import Text
 
 from listener.engine.daemon import Daemon
-from listener.store.database import DatabaseError, connect, migrate
-from listener.store.embedded import (EmbeddedServerError, embedded_pgdata, embedded_server_status,
-                                     start_embedded_server, stop_embedded_server)
 from listener.engine.jobs import periodic_jobs
 from listener.providers.sandbox import SandboxProviders
 from listener.rules.sendrules import QuietHours, Rules, parse_quiet_hours, zone_named
 from listener.settings import Settings, load_settings
+from listener.store.database import DatabaseError, connect, migrate
+from listener.store.embedded import (
+    EmbeddedServerError,
+    embedded_pgdata,
+    embedded_server_status,
+    start_embedded_server,
+    stop_embedded_server,
+)
 from listener.web.app import create_app
 
 ACCOUNT_PREFIX = "Revenue ASI demo"
@@ -445,7 +450,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
         await conn.close()
 
     async with SandboxProviders() as fake:
-        for lead_id, person in world.leads.items():
+        for person in world.leads.values():
             if person.provider_rule:
                 target = person.phone if person.rule_on == "phone" else person.email
                 if target:

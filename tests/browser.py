@@ -193,7 +193,7 @@ async def chromium(binary: str) -> AsyncIterator[Browser]:
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         shutil.rmtree(profile, ignore_errors=True)

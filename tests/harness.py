@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 
 from listener.engine.daemon import Daemon
-from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from listener.settings import Settings, load_settings
+from listener.store.database import connect
 
 
 def daemon_settings(fake: SandboxProviders | None, **overrides: Any) -> Settings:

@@ -12,12 +12,12 @@ import asyncpg
 import pytest
 
 from listener.engine.appointments import choose_channel, drain_appointments, format_local, reminder_key
-from listener.store.database import create_pool
-from listener.intents.lead import inspect_lead
-from listener.providers.sandbox import SandboxProviders
 from listener.engine.reactions import drain_reactions
 from listener.engine.replay import replay
+from listener.intents.lead import inspect_lead
+from listener.providers.sandbox import SandboxProviders
 from listener.settings import SettingsError, load_settings
+from listener.store.database import create_pool
 from tests import factories
 from tests.cli_runner import cli, cli_env
 from tests.harness import daemon_settings, running_daemon, wait_until

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from listener.inbound.classify import (HELP_KEYWORDS, NEGATIVE_PHRASES, OPT_IN_KEYWORDS, OPT_OUT_KEYWORDS,
-                                       OPT_OUT_PHRASES, POSITIVE_PHRASES, classify, normalise)
+from listener.inbound.classify import (
+    HELP_KEYWORDS,
+    NEGATIVE_PHRASES,
+    OPT_IN_KEYWORDS,
+    OPT_OUT_KEYWORDS,
+    OPT_OUT_PHRASES,
+    POSITIVE_PHRASES,
+    classify,
+    normalise,
+)
 
 REPLIES = [
     # opt-out keywords, as people type them

@@ -354,8 +354,8 @@ async def test_revenue_asi_web_serves_the_dashboard(db_url):
 
 async def test_the_lead_page_shows_appointments_and_their_reminders(db, db_url):
     from listener.engine.appointments import drain_appointments
-    from listener.store.database import create_pool
     from listener.settings import load_settings
+    from listener.store.database import create_pool
 
     account_id = await factories.account(db)
     lead_id = await factories.lead(db, account_id, full_name="Ana Perez")

@@ -19,7 +19,7 @@ import pytest
 
 from listener.store.database import connect
 from listener.store.embedded import ROOT_RUNS_AS, bin_path
-from tests.cli_runner import SCRIPT, cli, clean_env
+from tests.cli_runner import SCRIPT, clean_env, cli
 
 DEMO_TIMEOUT = 90.0
 

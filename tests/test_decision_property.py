@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from listener.store.database import connect
 from listener.rules.decision import decide
+from listener.store.database import connect
 from listener.store.decisions import decide_sql, decision_from_row, load_decision_inputs
 from tests import factories
 
@@ -48,7 +48,7 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(migrated_template: "TestServer") -> Iterator[Env]:
+def env(migrated_template: TestServer) -> Iterator[Env]:
     """One database for the whole run, on a loop of our own."""
     loop = asyncio.new_event_loop()
     url = loop.run_until_complete(migrated_template.fresh_database())
@@ -214,9 +214,10 @@ def cooldown_scenarios(draw: st.DrawFn) -> dict[str, Any]:
     attempts = {c: draw(ATTEMPT_NUMBERS) for c in order}
     attempts[main] = draw(st.sampled_from(["2", "3", "4", "3.0"]))
     cooldowns = {c: draw(COOLDOWN_NUMBERS) for c in order}
-    routing = ('{"current_channel": "%s", "fallback": {"order": %s, "max_attempts": {%s}, "cooldown_minutes": {%s}}}'
-               % (main, json.dumps(order), ", ".join(f'"{k}": {v}' for k, v in attempts.items()),
-                  ", ".join(f'"{k}": {v}' for k, v in cooldowns.items())))
+    max_attempts = ", ".join(f'"{k}": {v}' for k, v in attempts.items())  # numbers as written: "3.0", "2"
+    cooldown_minutes = ", ".join(f'"{k}": {v}' for k, v in cooldowns.items())
+    routing = (f'{{"current_channel": "{main}", "fallback": {{"order": {json.dumps(order)}, '
+               f'"max_attempts": {{{max_attempts}}}, "cooldown_minutes": {{{cooldown_minutes}}}}}}}')
     return {
         "payload": '{"routing": ' + routing + "}",
         "campaign": draw(st.sampled_from([None, 0])),

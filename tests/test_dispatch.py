@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from listener.providers.sandbox import SandboxProviders
 from tests import factories
-from tests.harness import events_of, running_daemon, daemon_settings, wait_terminal
+from tests.harness import daemon_settings, events_of, running_daemon, wait_terminal
 
 
 async def test_due_touch_is_sent_on_insert(db, db_url):

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
+from listener.store.database import connect
 from tests import factories
 from tests.harness import daemon_settings, events_of, running_daemon, wait_terminal, wait_until
 from tests.pg import restart_server

@@ -3,18 +3,18 @@ once with a running daemon, unchanged data writes nothing, and the `tick enrichm
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from listener.store.database import create_pool
 from listener.engine.enrichment import enrich, enrichment_job, first_name_from
 from listener.engine.jobs import JOBS
 from listener.intents.lead import inspect_lead
-from listener.settings import load_settings
-from tests import factories
-import json
-
-from tests.cli_runner import cli, cli_env
 from listener.providers.sandbox import SandboxProviders
+from listener.settings import load_settings
+from listener.store.database import create_pool
+from tests import factories
+from tests.cli_runner import cli, cli_env
 from tests.harness import daemon_settings, running_daemon, wait_until
 
 

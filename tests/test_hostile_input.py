@@ -17,17 +17,17 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from listener.rules import safejson
-from listener.rules.decision import payload_for_decision, parse_plan
-from listener.rules.errors import ProviderError, TouchFailure
-from listener.rules.messages import Template
-from listener.rules.moments import seconds_until
 from listener.engine.outbound import TouchContext, prepare_outbound
-from listener.rules.payload import parse_payload
 from listener.providers.base import OutboundMessage
 from listener.providers.elasticemail import ElasticEmailProvider
 from listener.providers.sandbox import SandboxProviders
 from listener.providers.twilio import TwilioProvider, twiml_say
+from listener.rules import safejson
+from listener.rules.decision import parse_plan, payload_for_decision
+from listener.rules.errors import ProviderError, TouchFailure
+from listener.rules.messages import Template
+from listener.rules.moments import seconds_until
+from listener.rules.payload import parse_payload
 from listener.settings import load_settings
 from tests import factories
 from tests.cli_runner import cli, cli_env

@@ -12,8 +12,8 @@ import uuid
 
 import asyncpg
 
-from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
+from listener.store.database import connect
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_terminal, wait_until
 

@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.store.database import create_pool
 from listener.engine.jobs import periodic_jobs, run_job_on_pool
 from listener.engine.orchestrators import REACTIVATION_SOURCE, window_start
 from listener.providers.sandbox import SandboxProviders
+from listener.store.database import create_pool
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_until
 

@@ -8,9 +8,9 @@ from uuid import uuid4
 
 import pytest
 
+from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.rules.errors import TouchFailure
 from listener.rules.messages import Template
-from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.rules.payload import parse_payload
 from listener.settings import Settings, load_settings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from tests.cli_runner import SCRIPT, cli, clean_env
+from tests.cli_runner import SCRIPT, clean_env, cli
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 

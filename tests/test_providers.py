@@ -15,13 +15,13 @@ from uuid import UUID, uuid4
 import aiohttp
 import pytest
 
-from listener.rules.errors import ProviderError
 from listener.providers import OutboundMessage, build_providers, close_providers, unconfigured_channels
 from listener.providers.base import parse_retry_after, scrub
 from listener.providers.elasticemail import ElasticEmailProvider, from_header
 from listener.providers.sandbox import ModeError, SandboxProviders, parse_mode
 from listener.providers.twilio import TwilioProvider, twiml_say
 from listener.providers.voices import say_locale
+from listener.rules.errors import ProviderError
 from listener.settings import Settings, load_settings
 
 SID = "AC00000000000000000000000000000001"  # ^AC[0-9a-f]{32}$, as the sandbox (and Twilio) checks

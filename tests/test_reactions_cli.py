@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from listener.store.database import create_pool
 from listener.engine.reactions import drain_reactions
+from listener.store.database import create_pool
 from tests import factories
 from tests.cli_runner import cli, cli_env
 

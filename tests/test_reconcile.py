@@ -3,9 +3,9 @@ became of a touch whose request may or may not have reached it, and writes one `
 
 from __future__ import annotations
 
-from listener.store.database import create_pool
 from listener.engine.jobs import run_job_on_pool
 from listener.providers.sandbox import SandboxProviders
+from listener.store.database import create_pool
 from tests import factories
 from tests.harness import daemon_settings, events_of, running_daemon, wait_terminal
 

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from listener.store.database import create_pool
-from listener.providers.sandbox import SandboxProviders
 from listener.engine.replay import TimeFormatError, parse_time, replay
+from listener.providers.sandbox import SandboxProviders
+from listener.store.database import create_pool
 from tests import factories
-from tests.harness import daemon_settings, running_daemon, wait_until
 from tests.cli_runner import cli, cli_env
+from tests.harness import daemon_settings, running_daemon, wait_until
 from tests.test_orchestrators import campaign, enroll, step_payload
 
 PLAN = {"order": ["voice", "sms", "email"], "max_attempts": {"voice": 1, "sms": 2, "email": 1},

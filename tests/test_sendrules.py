@@ -13,8 +13,18 @@ from hypothesis import strategies as st
 
 from listener.rules.errors import TouchFailure
 from listener.rules.sendrules import (
-    QuietHours, Rules, SendRulesInput, deferral_for, next_allowed, parse_cap, parse_quiet_hours, parse_send_window,
-    parse_skip_holidays, resolve_zone, rules_for)
+    QuietHours,
+    Rules,
+    SendRulesInput,
+    deferral_for,
+    next_allowed,
+    parse_cap,
+    parse_quiet_hours,
+    parse_send_window,
+    parse_skip_holidays,
+    resolve_zone,
+    rules_for,
+)
 from listener.settings import SettingsError, load_settings
 
 NY, MADRID = ZoneInfo("America/New_York"), ZoneInfo("Europe/Madrid")

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from listener.store.database import connect
-from listener.providers.sandbox import SandboxProviders
-from listener.store.queries import Q
 from listener.engine.sendcaps import send_rules_gate
+from listener.providers.sandbox import SandboxProviders
 from listener.settings import load_settings
+from listener.store.database import connect
+from listener.store.queries import Q
 from tests import factories
 from tests.cli_runner import cli, cli_env
 from tests.harness import daemon_settings, events_of, running_daemon, wait_until

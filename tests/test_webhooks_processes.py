@@ -52,7 +52,7 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.communicate(), timeout=30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
 

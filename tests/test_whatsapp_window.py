@@ -10,12 +10,12 @@ from uuid import uuid4
 
 import pytest
 
-from listener.rules.errors import TouchFailure
 from listener.engine.outbound import TouchContext, prepare_outbound
-from listener.rules.payload import parse_payload
 from listener.providers.base import OutboundMessage
 from listener.providers.sandbox import SandboxProviders
 from listener.providers.twilio import TwilioProvider
+from listener.rules.errors import TouchFailure
+from listener.rules.payload import parse_payload
 from listener.settings import load_settings
 from tests import factories
 from tests.harness import daemon_settings, running_daemon, wait_terminal, wait_until

@@ -32,17 +32,23 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import phonenumbers
 
-from listener.rules.contacts import normalise_phone
 from listener.engine.enrichment import valid_zone
+from listener.engine.isolate import is_busy, one_by_one
+from listener.engine.service import run_service
+from listener.rules.contacts import normalise_phone
 from listener.rules.errors import TouchFailure
 from listener.rules.messages import DEFAULT_LANGUAGE, render_text
-from listener.engine.isolate import is_busy, one_by_one
+from listener.rules.vocabulary import (
+    APPOINTMENT_BOOKED,
+    APPOINTMENT_CANCELED,
+    APPOINTMENT_RESCHEDULED,
+    APPOINTMENT_UPDATED,
+    DO_NOT_CONTACT,
+    UNSUBSCRIBE,
+)
+from listener.settings import Settings
 from listener.store.database import ROW_BUSY_ERRORS
 from listener.store.queries import Q
-from listener.engine.service import run_service
-from listener.settings import Settings
-from listener.rules.vocabulary import (APPOINTMENT_BOOKED, APPOINTMENT_CANCELED, APPOINTMENT_RESCHEDULED, APPOINTMENT_UPDATED,
-                                 DO_NOT_CONTACT, UNSUBSCRIBE)
 
 log = logging.getLogger(__name__)
 

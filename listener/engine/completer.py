@@ -23,9 +23,9 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from listener.rules.text import clean_text
 from listener.store.database import CONNECTION_ERRORS
 from listener.store.queries import Q
-from listener.rules.text import clean_text
 
 log = logging.getLogger(__name__)
 

@@ -18,18 +18,18 @@ import asyncpg
 from listener.engine import metrics
 from listener.engine.appointments import run_appointment_service
 from listener.engine.completer import Completer, Outcome
-from listener.store.database import connect, create_pool, light_reset, migrate
-from listener.engine.enrichment import run_enrichment_service
 from listener.engine.dispatcher import Dispatcher
-from listener.engine.notifier import Notifier
-from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
-from listener.store.queries import Q
-from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
-from listener.rules.moments import seconds_until
-from listener.engine.service import DB_ERRORS, run_service, wait_any
+from listener.engine.enrichment import run_enrichment_service
 from listener.engine.heartbeat import run_heartbeat
-from listener.settings import Settings
+from listener.engine.notifier import Notifier
+from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
+from listener.engine.service import DB_ERRORS, run_service, wait_any
 from listener.engine.sweeper import SweepService
+from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
+from listener.rules.moments import seconds_until
+from listener.settings import Settings
+from listener.store.database import connect, create_pool, light_reset, migrate
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 

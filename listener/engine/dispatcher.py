@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import cached_property
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -27,18 +27,17 @@ import asyncpg
 import orjson
 
 from listener.engine import metrics
-
-from listener.rules import safejson
 from listener.engine.completer import Completer, Outcome
+from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
+from listener.engine.sendcaps import send_rules_gate
+from listener.providers.base import BEFORE_RETRY, ON_PUSHBACK, Provider
+from listener.rules import safejson
 from listener.rules.errors import ProviderError, TouchFailure
 from listener.rules.messages import Template, template_key_for
-from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
 from listener.rules.payload import TouchPayload, parse_payload
-from listener.providers.base import BEFORE_RETRY, ON_PUSHBACK, Provider
-from listener.store.queries import Q
-from listener.engine.sendcaps import send_rules_gate
-from listener.settings import Settings
 from listener.rules.text import clean_text
+from listener.settings import Settings
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +362,7 @@ class Dispatcher:
         keys = {key for touch, _, payload in ready if (key := template_key_for(payload, touch.channel)) is not None}
         if not keys:
             return {}
-        names, languages = zip(*keys)
+        names, languages = zip(*keys, strict=True)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.templates_by_key, list(names), list(languages))
         return {(r["template_name"], r["language"]): Template(**dict(r)) for r in rows}

@@ -32,12 +32,12 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 
-from listener.rules.contacts import _PHONE_PREFIXES
 from listener.engine.isolate import batch_then_one_by_one
-from listener.store.queries import Q
 from listener.engine.service import run_service
-from listener.settings import Settings
+from listener.rules.contacts import _PHONE_PREFIXES
 from listener.rules.vocabulary import LEAD_ENRICHED
+from listener.settings import Settings
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ async def run_heartbeat(pool: asyncpg.Pool, worker_id: str, stop: asyncio.Event,
         try:  # while LISTEN is down (at start, or reconnecting) beat sooner, so its return shows at once
             await asyncio.wait_for(stop.wait(), timeout=interval_s if connected is not False else
                                    min(interval_s, LISTEN_DOWN_INTERVAL_S))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     try:
         async with pool.acquire(timeout=BEAT_TIMEOUT_S) as conn:

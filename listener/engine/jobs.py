@@ -12,17 +12,18 @@ from typing import Any
 
 import asyncpg
 
-from listener.engine.daemon import PeriodicJob
 from listener.engine.completer import Completer
-from listener.engine.enrichment import JOB as ENRICHMENT, enrichment_job
-from listener.store.database import create_pool
+from listener.engine.daemon import PeriodicJob
 from listener.engine.dispatcher import Dispatcher
+from listener.engine.enrichment import JOB as ENRICHMENT
+from listener.engine.enrichment import enrichment_job
 from listener.engine.orchestrators import REACTIVATION, TOUCH_ORCHESTRATOR, reactivation_job, touch_orchestrator_job
-from listener.providers.base import build_providers, close_providers
-from listener.store.queries import Q
 from listener.engine.reconcile import reconcile_job
-from listener.settings import Settings
 from listener.engine.sweeper import sweep_once
+from listener.providers.base import build_providers, close_providers
+from listener.settings import Settings
+from listener.store.database import create_pool
+from listener.store.queries import Q
 
 JobFn = Callable[[asyncpg.Pool, Settings, bool, int | None], Awaitable[dict[str, Any]]]
 

@@ -39,7 +39,7 @@ class Notifier:
                 listening: asyncpg.Connection = await asyncio.wait_for(asyncpg.connect(self.url), timeout=10)
                 conn = listening
                 lost = asyncio.Event()
-                listening.add_termination_listener(lambda _c: lost.set())
+                listening.add_termination_listener(lambda _c, event=lost: event.set())  # this connection's own event
                 for channel in CHANNELS:
                     await listening.add_listener(channel, self._notified)
                 if not first:
@@ -73,6 +73,6 @@ class Notifier:
                 break
             try:
                 await asyncio.wait_for(stop.wait(), timeout=backoff * (0.5 + random.random()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -26,11 +26,11 @@ from typing import Any
 import asyncpg
 
 from listener.engine.isolate import is_busy, one_by_one
+from listener.engine.reactions import describe_error
+from listener.rules.vocabulary import CHANNELS, INBOUND_STOP_TYPES
+from listener.settings import Settings
 from listener.store.database import ROW_BUSY_ERRORS
 from listener.store.queries import Q
-from listener.engine.reactions import describe_error
-from listener.settings import Settings
-from listener.rules.vocabulary import CHANNELS, INBOUND_STOP_TYPES
 
 TOUCH_ORCHESTRATOR = "touch-orchestrator"
 REACTIVATION = "reactivation"

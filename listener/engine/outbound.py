@@ -12,13 +12,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from listener.providers.base import PROVIDER_FOR_CHANNEL, OutboundMessage
+from listener.providers.elasticemail import email_header_problem
 from listener.rules.contacts import normalise_email, normalise_phone
 from listener.rules.errors import TouchFailure
 from listener.rules.messages import Template, render_message
 from listener.rules.payload import ProviderChoice, TouchPayload
 from listener.rules.vocabulary import CHANNELS, PHONE_CHANNELS, Channel
-from listener.providers.base import PROVIDER_FOR_CHANNEL, OutboundMessage
-from listener.providers.elasticemail import email_header_problem
 from listener.settings import Settings
 
 

@@ -13,12 +13,12 @@ from uuid import UUID
 
 import asyncpg
 
-from listener.store.database import CONNECTION_ERRORS, ROW_BUSY_ERRORS, wait_briefly_for_row_locks
 from listener.rules.decision import Decision
-from listener.store.decisions import decision_from_row
 from listener.rules.payload import DEFAULT_STOP_EVENTS
-from listener.store.queries import Q
 from listener.rules.sanitize import clean_answer
+from listener.store.database import CONNECTION_ERRORS, ROW_BUSY_ERRORS, wait_briefly_for_row_locks
+from listener.store.decisions import decision_from_row
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
     cooldowns: list[tuple[UUID, UUID | None, int, UUID, datetime]] = []
     cadence_events: list[dict[str, Any]] = []
     seen: set[UUID] = set()
-    for key, trigger in zip(keys, triggers):
+    for key, trigger in zip(keys, triggers, strict=True):
         decided = by_key.get((key.lead_id, key.campaign_id, key.step))
         if decided is None or decided.latest_touch_id != key.latest_touch_id or key.latest_touch_id in seen:
             stats.superseded += 1  # a newer touch exists: its own outcome will decide
@@ -185,7 +185,7 @@ async def decide_and_act(conn: asyncpg.Connection, keys: Sequence[DecisionKey],
         created = await conn.fetch(Q.insert_follow_up_touches, [f[0] for f in follow_ups], [f[1] for f in follow_ups])
         stats.touches_created += len(created)
     if cooldowns:
-        await conn.execute(Q.upsert_pending_cooldowns, *[list(column) for column in zip(*cooldowns)])
+        await conn.execute(Q.upsert_pending_cooldowns, *[list(column) for column in zip(*cooldowns, strict=True)])
     if cadence_events:
         await conn.execute(Q.insert_cadence_events, cadence_events)
     return stats

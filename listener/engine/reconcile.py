@@ -29,9 +29,9 @@ import asyncpg
 
 from listener.rules.contacts import normalise_phone
 from listener.rules.errors import TouchFailure
-from listener.store.queries import Q
-from listener.settings import Settings
 from listener.rules.text import clean_text
+from listener.settings import Settings
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class Reconciler:
             async with self._http().get(url, **kwargs) as response:
                 raw = await response.content.read(MAX_BODY)
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise NotReconcilable(f"provider unreachable ({type(exc).__name__})", final=False) from None
         if status == 404:
             return status, {}

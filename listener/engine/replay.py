@@ -29,9 +29,9 @@ from uuid import UUID
 import asyncpg
 
 from listener.engine.appointments import replay_reminders
-from listener.store.queries import Q
 from listener.engine.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionEvent, ReactionStats, react_to_events
 from listener.settings import Settings, get_settings
+from listener.store.queries import Q
 
 PAGE = 200
 BATCH = 50  # events per committed transaction (a dry run uses one transaction for everything)

@@ -25,11 +25,20 @@ from uuid import UUID
 import asyncpg
 
 from listener.rules.errors import TouchFailure
-from listener.store.queries import Q
 from listener.rules.sendrules import (
-    CAP_WINDOW, LEAD_CAP, SENDER_CAP, Deferral, QuietHours, SendRulesInput, TouchRules, parse_quiet_hours, rules_for,
-    unruled)
+    CAP_WINDOW,
+    LEAD_CAP,
+    SENDER_CAP,
+    Deferral,
+    QuietHours,
+    SendRulesInput,
+    TouchRules,
+    parse_quiet_hours,
+    rules_for,
+    unruled,
+)
 from listener.settings import Settings
+from listener.store.queries import Q
 
 SENDER_LOCK_NAMESPACE, LEAD_LOCK_NAMESPACE = 1301, 1302
 

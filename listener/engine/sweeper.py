@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 from listener.store.database import ROW_BUSY_ERRORS, wait_briefly_for_row_locks
 from listener.store.queries import Q
-from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 
 RECORD_EVERY_S = 60.0
 log = logging.getLogger(__name__)

@@ -7,8 +7,18 @@ from typing import Any, Final
 
 import phonenumbers
 
-from listener.rules.vocabulary import (DO_NOT_CONTACT, EMAIL_BOUNCED, EMAIL_CLICKED, EMAIL_OPENED, PERMANENT,
-                                 TOUCH_DELIVERED, TOUCH_READ, TOUCH_UNDELIVERED, TRANSIENT, UNSUBSCRIBE)
+from listener.rules.vocabulary import (
+    DO_NOT_CONTACT,
+    EMAIL_BOUNCED,
+    EMAIL_CLICKED,
+    EMAIL_OPENED,
+    PERMANENT,
+    TOUCH_DELIVERED,
+    TOUCH_READ,
+    TOUCH_UNDELIVERED,
+    TRANSIENT,
+    UNSUBSCRIBE,
+)
 
 # Twilio error codes after which the channel cannot reach the lead (invalid / unsubscribed / unreachable number,
 # landline, WhatsApp outside the session window).

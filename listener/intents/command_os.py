@@ -93,7 +93,7 @@ _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 _WORD = re.compile(r"[a-z0-9]+")
 LEAD_NOUNS = {"lead", "leads", "cliente", "prospecto", "contacto", "contact", "prospect", "customer"}
 CAMPAIGN_NOUNS = {"campaign", "campaigns", "campana", "campanas", "cadence", "cadencia", "secuencia", "sequence"}
-ENROLL_VERBS = {"enroll", "enrol", "enrolls", "enroll", "subscribe", "inscribe", "inscribir", "inscribelo", "inscribela",
+ENROLL_VERBS = {"enroll", "enrol", "enrolls", "subscribe", "inscribe", "inscribir", "inscribelo", "inscribela",
                 "inscribeme", "matricula", "matricular", "agrega", "agregar", "anade", "anadir", "add", "put", "mete",
                 "meter", "suma", "sumar", "incluye", "incluir", "registra", "registrar", "alta"}
 INSPECT_VERBS = {"inspect", "inspecciona", "inspeccionar", "show", "muestra", "muestrame", "mostrar", "ver", "view",
@@ -104,10 +104,10 @@ STATUS_WORDS = {"status", "estado", "health", "salud", "overview", "resumen", "s
                 "sistema", "system"}
 # words that carry no meaning for the rules below ("please", articles, prepositions)
 FILLER = {"the", "a", "an", "of", "for", "me", "please", "pls", "el", "la", "los", "las", "al", "del", "de", "en",
-          "in", "into", "to", "a", "por", "favor", "un", "una", "this", "este", "esta", "with", "id", "que", "what",
+          "in", "into", "to", "por", "favor", "un", "una", "this", "este", "esta", "with", "id", "que", "what",
           "whats", "is", "s", "con", "on", "give", "dame", "about", "tell", "how", "como", "va", "doing", "and", "y",
           "cual", "es", "current", "actual", "now", "ahora", "up", "check", "show", "muestra", "muestrame", "ver",
-          "see", "mostrar", "get", "it", "its", "esta", "are", "things", "todo", "going", "anda", "van"}
+          "see", "mostrar", "get", "it", "its", "are", "things", "todo", "going", "anda", "van"}
 
 
 def normalise(text: str) -> str:

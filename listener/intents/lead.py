@@ -11,8 +11,8 @@ from uuid import UUID
 import asyncpg
 
 from listener.engine.appointments import appointments_report
-from listener.rules.contacts import normalise_email, normalise_phone
 from listener.engine.enrichment import enrichment_report
+from listener.rules.contacts import normalise_email, normalise_phone
 from listener.rules.errors import TouchFailure
 from listener.store.queries import Q
 

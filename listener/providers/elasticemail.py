@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import httpx
 
+from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
 from listener.rules import safejson
 from listener.rules.errors import ProviderError
-from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
 from listener.rules.sanitize import (
     MAX_ANSWER_BYTES,
     address_problem,

@@ -35,14 +35,14 @@ import signal
 import time
 import uuid
 from collections import deque
-from xml.etree import ElementTree
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from xml.etree import ElementTree
 
 import aiohttp
 from aiohttp import web
@@ -659,7 +659,7 @@ class SandboxProviders:
             transaction_id, message_id = str(uuid.uuid4()), "sbx" + uuid.uuid4().hex[:20]
             sent = {"TransactionID": transaction_id, "MessageID": message_id, "Sandbox": True}
             event = {"TransactionID": transaction_id, "MsgID": message_id, "EventType": "Submission",
-                     "EventDate": datetime.now(timezone.utc).isoformat(), "To": rec.to}
+                     "EventDate": datetime.now(UTC).isoformat(), "To": rec.to}
             self.created[transaction_id] = self.created[message_id] = event
             return _json(200, sent)
 

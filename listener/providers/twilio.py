@@ -8,7 +8,6 @@ what it is best at here: TwiML generation (``VoiceResponse``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -16,10 +15,10 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from twilio.twiml.voice_response import VoiceResponse
 
-from listener.rules import safejson
-from listener.rules.errors import ProviderError
 from listener.providers.base import OutboundMessage, SendResult, parse_retry_after, scrub, send_with_retries
 from listener.providers.voices import DEFAULT_LOCALE, say_voice
+from listener.rules import safejson
+from listener.rules.errors import ProviderError
 from listener.rules.sanitize import (
     MAX_ANSWER_BYTES,
     clean_id,
@@ -184,7 +183,7 @@ class TwilioProvider:
             raise ProviderError(
                 "provider_unreachable", self._clean(f"cannot connect to Twilio: {exc}"), "transient", retryable=True
             ) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ProviderError(
                 "outcome_unknown",
                 f"Twilio did not answer within {timeout:.2f}s; the request may have been accepted",

@@ -39,8 +39,8 @@ from pydantic import BaseModel, ConfigDict
 
 from listener.rules import safejson
 from listener.rules.payload import DEFAULT_STOP_EVENTS
-from listener.rules.vocabulary import CHANNELS, PHONE_CHANNELS
 from listener.rules.safejson import InvalidJson
+from listener.rules.vocabulary import CHANNELS, PHONE_CHANNELS
 
 DecisionKind = Literal["retry_same_channel", "wait_cooldown", "switch_channel", "stop"]
 

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from listener.rules import safejson
 from listener.rules.errors import TouchFailure
-
 from listener.rules.vocabulary import DEFAULT_STOP_EVENTS, Channel
 
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
-from listener.store.embedded import EmbeddedServerError, embedded_pgdata, start_embedded_server
-from listener.store.queries import Q
 from listener.rules.safejson import decode_jsonb
 from listener.settings import Settings
+from listener.store.embedded import EmbeddedServerError, embedded_pgdata, start_embedded_server
+from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,15 @@ from uuid import UUID
 
 import asyncpg
 
-from listener.rules.decision import (AttemptEvent, ChannelHistory, ChannelState, Decision, DecisionInputs, LeadEvent,
-                                     payload_for_decision)
+from listener.rules.decision import (
+    AttemptEvent,
+    ChannelHistory,
+    ChannelState,
+    Decision,
+    DecisionInputs,
+    LeadEvent,
+    payload_for_decision,
+)
 from listener.store.queries import Q
 
 

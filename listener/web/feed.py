@@ -116,7 +116,7 @@ class LiveFeed:
                     asyncpg.connect(url, server_settings={"application_name": APPLICATION_NAME}), timeout=10)
                 conn = listening
                 lost = asyncio.Event()
-                listening.add_termination_listener(lambda _c: lost.set())
+                listening.add_termination_listener(lambda _c, event=lost: event.set())  # this connection's own event
                 for channel in CHANNELS:
                     await listening.add_listener(channel, self._notified)
                 self.connected, backoff = True, 0.1
@@ -210,7 +210,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         while not feed.stop.is_set():
             try:
                 event: dict[str, Any] | None = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
             if event is None:

@@ -18,13 +18,20 @@ from uuid import UUID
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from listener.store.database import CONNECTION_ERRORS
 from listener.inbound.classify import classify
-from listener.inbound.status import (StatusEffect, digits, elasticemail_status, phone_candidates, strip_whatsapp,
-                                     twilio_call_status, twilio_message_status)
-from listener.store.queries import Q
-from listener.settings import Settings
+from listener.inbound.status import (
+    StatusEffect,
+    digits,
+    elasticemail_status,
+    phone_candidates,
+    strip_whatsapp,
+    twilio_call_status,
+    twilio_message_status,
+)
 from listener.rules.vocabulary import REPLY_NEGATIVE, REPLY_POSITIVE, RESUBSCRIBE, UNSUBSCRIBE
+from listener.settings import Settings
+from listener.store.database import CONNECTION_ERRORS
+from listener.store.queries import Q
 from listener.web.app import POOL, SETTINGS
 
 log = logging.getLogger(__name__)

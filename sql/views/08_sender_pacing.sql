@@ -1,4 +1,24 @@
--- Sender pacing (SPEC §16), one definition for the claim, the dispatcher's pushback and the dashboard.
+-- Fair dispatch and sender pacing (SPEC §16), one definition for the claim, the dispatcher's pushback and the
+-- dashboard.
+
+-- The senders (account, channel) that have open (queued or scheduled) touches: a loose index scan over
+-- touch_runs_open_by_sender, one probe per such sender — an account without open touches costs nothing.
+create or replace function open_senders()
+returns table (account_id uuid, channel text)
+language sql stable parallel safe rows 10
+as $$
+  with recursive units (account_id, channel) as (
+    (select t.account_id, t.channel from touch_runs t
+     where t.status in ('queued', 'scheduled') order by t.account_id, t.channel limit 1)
+    union all
+    select n.account_id, n.channel
+    from units u
+    cross join lateral (select t.account_id, t.channel from touch_runs t
+                        where t.status in ('queued', 'scheduled') and (t.account_id, t.channel) > (u.account_id, u.channel)
+                        order by t.account_id, t.channel limit 1) n
+  )
+  select units.account_id, units.channel from units
+$$;
 
 -- A sender's configured rate: config.max_per_second (requests per second), or null (unpaced).
 create or replace function sender_max_per_second(p_config jsonb)

@@ -22,8 +22,8 @@ returning t.id
 -- tests/test_stop_window.py). jsonb comes back as text, so one malformed value fails its own touch, not the batch.
 --
 -- Fair (SPEC §16): the slots are shared among the senders — (account, channel) — that have due touches, not handed
--- out in global scheduled_at order. `units` walks the senders with open touches through touch_runs_open_by_sender
--- (a loose index scan: one probe per sender with open work, none for a sender without); each due sender gets a
+-- out in global scheduled_at order. open_senders() walks the senders with open touches (a loose index scan over
+-- touch_runs_open_by_sender: one probe per sender with open work, none for a sender without); each due sender gets a
 -- quota (the batch shared among the accounts, an account's share among its senders) and gives its oldest due
 -- touches; the batch is then filled round robin (every sender's first touch, then every second, …), starting after
 -- the sender this daemon served last ($4, $5), so one sender's backlog of any size never makes another wait.
@@ -32,19 +32,10 @@ returning t.id
 -- than max_in_flight processing at once — its row locked (SKIP LOCKED: while another daemon's claim holds it, this
 -- claim takes nothing of that sender). A touch waiting for its pace stays queued: no lease, no request, no event.
 -- more_due: the sender gave all its quota, so more may be due (the dispatcher claims again at once).
-with recursive units (account_id, channel) as (
-  (select account_id, channel from touch_runs
-   where status in ('queued', 'scheduled') order by account_id, channel limit 1)
-  union all
-  select n.account_id, n.channel
-  from units u
-  cross join lateral (select account_id, channel from touch_runs
-                      where status in ('queued', 'scheduled') and (account_id, channel) > (u.account_id, u.channel)
-                      order by account_id, channel limit 1) n
-), due_units as (
+with due_units as (
   select u.account_id, u.channel, ps.id as settings_id, ps.config,
          coalesce((u.account_id, u.channel) <= ($4::uuid, $5::text), false) as served_before
-  from units u
+  from open_senders() u
   cross join lateral (select 1 from touch_runs t  -- one probe: does this sender have a due touch?
                       where t.account_id = u.account_id and t.channel = u.channel
                         and t.status in ('queued', 'scheduled') and t.scheduled_at <= now()
@@ -191,20 +182,10 @@ where d.id not in (select id from ours)
 -- When the dispatch loop has work again: the earliest moment any sender with open touches may give one — its
 -- oldest open touch's scheduled_at, or for a paced sender the later of that and its next free moment (SPEC §16).
 -- A moment in the past means now (due work another daemon holds, or a sender at its in-flight limit: look again
--- shortly). Walks the senders with open touches as the claim does.
-with recursive units (account_id, channel) as (
-  (select account_id, channel from touch_runs
-   where status in ('queued', 'scheduled') order by account_id, channel limit 1)
-  union all
-  select n.account_id, n.channel
-  from units u
-  cross join lateral (select account_id, channel from touch_runs
-                      where status in ('queued', 'scheduled') and (account_id, channel) > (u.account_id, u.channel)
-                      order by account_id, channel limit 1) n
-)
+-- shortly). Walks the senders with open touches (open_senders()) as the claim does.
 select min(case when sender_is_paced(ps.config, ps.pushback_until, now()) and ps.next_at > first.scheduled_at
                 then ps.next_at else first.scheduled_at end) as next_at
-from units u
+from open_senders() u
 cross join lateral (select t.scheduled_at from touch_runs t
                     where t.account_id = u.account_id and t.channel = u.channel and t.status in ('queued', 'scheduled')
                     order by t.scheduled_at limit 1) first
