@@ -1,6 +1,12 @@
-"""The dashboard's cost (SPEC §14, issue 13): `/` rendered 50 times at ~12 k and ~1 M touch_runs (p50), the query
-plans of the home page (which index each query walks), and `dashboard_open`, a way for other benches to hold the
-dashboard open — the web application in this process with its live feed connected — while they measure.
+"""The dashboard's cost (SPEC §14, issue 13; §18, issue 20): `/` rendered 50 times at ~12 k and ~1 M touch_runs
+(p50), and the other pages — `/campaigns` with its funnels (report.funnel), `/commands`, `/api/timeseries` over an
+hour and a day —, the median of each query behind them and its plan (which index each query walks), and
+`dashboard_open`, a way for other benches to hold the dashboard open — the web application in this process with its
+live feed connected — while they measure.
+
+The generated touches belong to the 5 campaigns (step 1–3), spread over 30 days; sent ones were sent 0–0.96 s after
+they were due (so the latency chart has numbers), two in three were delivered, and one sent touch in twenty got a
+reply, a positive reply, an unsubscribe or a booking 10 minutes later (so the funnels do).
 
     .venv/bin/python -m bench.dashboard [--sizes 12000,1000000] [--requests 50]
 
@@ -24,9 +30,9 @@ from typing import Any
 import aiohttp
 
 from bench.env import PgServer
+from listener.settings import load_settings
 from listener.store.database import connect
 from listener.store.queries import Q
-from listener.settings import load_settings
 from listener.web.app import start
 
 GENERATE = """
@@ -46,26 +52,33 @@ select (select id from campaigns order by name limit 1 offset (abs(hashtext(l.id
 from leads l;
 create temporary table bench_leads as select row_number() over () as n, id from leads;
 insert into touch_runs (account_id, lead_id, campaign_id, step, channel, status, scheduled_at, sent_at, created_at,
-                        updated_at, payload, error, idempotency_key)
-select '00000000-0000-4000-8000-000000000001', bl.id, null, 1,
+                        updated_at, payload, error, idempotency_key, delivery_status)
+select '00000000-0000-4000-8000-000000000001', bl.id, cl.campaign_id, 1 + g % 3,
        (array['voice','whatsapp','sms','email'])[1 + g % 4],
        case when g <= 200 then 'queued' when g <= 700 then 'scheduled' when g <= 720 then 'sent'
             when g % 10 = 0 then 'failed' when g % 17 = 0 then 'canceled' else 'sent' end,
        case when g <= 200 then now() - make_interval(secs => g) when g <= 700 then now() + make_interval(mins => g)
             else now() - make_interval(secs => g * 2592000.0 / $1::int) end,
-       case when g > 700 and g % 10 <> 0 then now() - make_interval(secs => g * 2592000.0 / $1::int) end,
+       case when g > 700 and g % 10 <> 0
+            then now() - make_interval(secs => g * 2592000.0 / $1::int) + make_interval(secs => (g % 97) / 100.0) end,
        now() - make_interval(secs => g * 2592000.0 / $1::int), now() - make_interval(secs => g * 2592000.0 / $1::int),
        '{"routing": {"primary_channel": "sms"}}'::jsonb,
        case when g > 720 and g % 10 = 0 then (array['21211','30003','outcome_unknown'])[1 + g % 3] || ': bench' end,
-       'bench:' || g
+       'bench:' || g,
+       case when g > 700 and g % 10 <> 0 and g % 17 <> 0 and g % 3 <> 0 then 'delivered' end
 from generate_series(1, $1::int) g
-join bench_leads bl on bl.n = 1 + g % (select count(*) from bench_leads);
+join bench_leads bl on bl.n = 1 + g % (select count(*) from bench_leads)
+join campaign_leads cl on cl.lead_id = bl.id;
 insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload, created_at)
 select lead_id, case status when 'failed' then 'touch_failed' when 'canceled' then 'touch_canceled' else 'touch_sent' end,
        'bench', channel, 'outbound',
        jsonb_build_object('touch_run_id', id) || case when status = 'failed' then jsonb_build_object('error_code', split_part(error, ':', 1)) else '{}'::jsonb end,
        updated_at
 from touch_runs where status in ('sent', 'failed', 'canceled');
+insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload, created_at)
+select lead_id, (array['reply_received','reply_positive','unsubscribe','appointment_booked'])[1 + abs(hashtext(id::text)) % 4],
+       'bench', channel, 'inbound', '{"classification": "neutral"}'::jsonb, sent_at + interval '10 minutes'
+from touch_runs where status = 'sent' and abs(hashtext(id::text || 'r')) % 20 = 0 and sent_at < now() - interval '10 minutes';
 insert into job_runs (job, started_at, finished_at, stats)
 select (array['sweep','touch-orchestrator','reactivation'])[1 + g % 3], now() - make_interval(mins => g),
        now() - make_interval(mins => g) + interval '20 ms', '{"due_touches": 0}'::jsonb
@@ -75,6 +88,14 @@ set session_replication_role = origin;
 HOME_QUERIES = ("status_queue", "dash_leases_expiring", "dash_deferred_by_reason", "dash_channel_last_hour",
                 "status_failures_last_hour", "status_cadences", "status_last_job_runs", "dash_heartbeats",
                 "dash_recent_events", "dash_touches")
+
+
+async def has_command_runs(url: str) -> bool:
+    conn = await connect(url)
+    try:
+        return bool(await conn.fetchval("select to_regclass('command_runs') is not null"))
+    finally:
+        await conn.close()
 
 
 async def generate(url: str, rows: int) -> None:
@@ -92,37 +113,53 @@ HOME_ARGS: dict[str, tuple[Any, ...]] = {"dash_leases_expiring": (30,), "dash_re
                                          "dash_touches": (None, None, None, None, None, None, None, 50)}
 
 
+async def measured_queries(conn: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """(label, query name, arguments) of every query timed: the home page's, then the pictures' (§18) — the
+    timeseries over an hour (the home page's charts) and a day, report.funnel for one campaign and for the five
+    (/campaigns) over 30 days — and /commands' when command_runs exists."""
+    out = [(name, name, HOME_ARGS.get(name, ())) for name in HOME_QUERIES]
+    campaigns = [r["id"] for r in await conn.fetch("select id from campaigns order by name")]
+    out += [("dash_timeseries (60 min)", "dash_timeseries", (60,)),
+            ("dash_timeseries (1440 min)", "dash_timeseries", (1440,)),
+            *[(f"{name} ({what})", name, args)
+              for what, args in (("1 campaign, 30 d", (campaigns[:1], 30)), ("5 campaigns, 30 d", (campaigns, 30)),
+                                 ("5 campaigns, 1 d", (campaigns, 1)))
+              for name in ("report_funnel_sent", "report_funnel_reactions")]]
+    if await conn.fetchval("select to_regclass('command_runs') is not null"):
+        out.append(("dash_command_runs", "dash_command_runs", (None, None, 50)))
+    return out
+
+
 async def query_times(url: str, n: int = 20) -> dict[str, float]:
-    """Median milliseconds of each home-page query, run as the page runs it (read-only, custom plans), so the
-    slowest one is named."""
+    """Median milliseconds of each query, run as the pages run it (read-only, custom plans), so the slowest one is
+    named."""
     out: dict[str, float] = {}
     conn = await connect(url)
     try:
         async with conn.transaction(readonly=True):
             await conn.execute("set local plan_cache_mode = force_custom_plan")
-            for name in HOME_QUERIES:
+            for label, name, args in await measured_queries(conn):
                 took = []
                 for _ in range(n):
                     started = time.perf_counter()
-                    await conn.fetch(getattr(Q, name), *HOME_ARGS.get(name, ()))
+                    await conn.fetch(getattr(Q, name), *args)
                     took.append((time.perf_counter() - started) * 1000)
-                out[name] = round(statistics.median(took), 2)
+                out[label] = round(statistics.median(took), 2)
     finally:
         await conn.close()
     return out
 
 
 async def plans(url: str) -> dict[str, list[str]]:
-    """Which indexes each query of the home page walks (EXPLAIN, no ANALYZE)."""
-    args = HOME_ARGS
+    """Which indexes each measured query walks (EXPLAIN, no ANALYZE)."""
     out: dict[str, list[str]] = {}
     conn = await connect(url)
     try:
         async with conn.transaction():
             await conn.execute("set local plan_cache_mode = force_custom_plan")
-            for name in HOME_QUERIES:
-                plan = await conn.fetchval("explain (format json) " + getattr(Q, name), *args.get(name, ()))
-                out[name] = sorted(_nodes(json.loads(plan) if isinstance(plan, str) else plan))
+            for label, name, args in await measured_queries(conn):
+                plan = await conn.fetchval("explain (format json) " + getattr(Q, name), *args)
+                out[label] = sorted(_nodes(json.loads(plan) if isinstance(plan, str) else plan))
     finally:
         await conn.close()
     return out
@@ -223,6 +260,11 @@ async def run(sizes: list[int], requests: int) -> dict[str, Any]:
                     "/": await timings(base, "", requests),
                     "/touches": await timings(base, "touches", requests),
                     "/metrics": await timings(base, "metrics", requests),
+                    "/campaigns": await timings(base, "campaigns", requests),
+                    "/api/timeseries?minutes=60": await timings(base, "api/timeseries?minutes=60", requests),
+                    "/api/timeseries?minutes=1440": await timings(base, "api/timeseries?minutes=1440", requests),
+                    **({"/commands": await timings(base, "commands", requests)} if await has_command_runs(url)
+                       else {}),
                     "/api/status": await timings(base, "api/status", max(5, requests // 5)),
                     "query_ms": await query_times(url),
                     "plans": await plans(url),

@@ -130,6 +130,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             port = sock.getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         env = clean_env({"DATABASE_URL": url, "PORT": str(port), "REVENUE_ASI_PUBLIC_URL": base,
+                         "REVENUE_ASI_UNSUBSCRIBE_SECRET": "bench-" + uuid.uuid4().hex,  # SPEC §19
                          "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": "ACbench",
                          "TWILIO_BASE_URL": "http://127.0.0.1:9", "REVENUE_ASI_LOG_LEVEL": "INFO"})
         cli = [sys.executable, "-m", "listener.cli"]

@@ -163,6 +163,10 @@ def render_status(status: dict[str, Any]) -> None:
     deferred = ", ".join(f"{reason} {d['touches']} (next {_when(d['next_at'])}, last {_when(d['last_at'])})"
                          for reason, d in status.get("deferred", {}).items()) or "none"
     console.print(f"[bold]deferred by sending rules[/]: {deferred}", highlight=False)
+    away = status.get("out_of_office") or {}
+    console.print(f"[bold]leads paused out of office[/]: {away.get('leads_paused', 0)}"
+                  + (f" (first resumes {_when(away['next_resume_at'])})" if away.get("next_resume_at") else ""),
+                  highlight=False)
     cad = status["cadences"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(cad["campaign_leads"].items())) or "none"
     console.print(f"[bold]cadences[/] campaign leads: {by_status} · cooldown timers {cad['cooldown_timers']}"
@@ -440,7 +444,7 @@ def render_replay(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-lead_app = typer.Typer(no_args_is_help=True, help="The seed's Command OS lead intents: inspect, enroll.")
+lead_app = typer.Typer(no_args_is_help=True, help="Command OS lead intents: inspect, enroll, stop, suppress.")
 app.add_typer(lead_app, name="lead")
 reactions_app = typer.Typer(no_args_is_help=True, help="Reactions set aside after they raised (see `status`).")
 app.add_typer(reactions_app, name="reactions")
@@ -735,6 +739,279 @@ def db_stop_command() -> None:
         what = "not running" if before.initialised else "not initialised"
         console.print(f"embedded PostgreSQL {what}: nothing to stop · data directory {before.data_directory}",
                       highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------- Command OS v2 (SPEC §18)
+# Each command runs its intent through listener/intents/command_os.py `run_command`, as POST /api/command-os does
+# (actor `cli`): a write shows its preview and asks (on stderr) before it runs, unless --yes. Exit codes: 0 done;
+# 1 refused (unknown campaign, lead or touch; ambiguous name; not cancelable; the model did not answer); 2 not
+# understood (a malformed id, text no rule places); 3 not confirmed (nothing changed).
+
+campaign_app = typer.Typer(no_args_is_help=True, help="Command OS campaign intents: list, pause, resume.")
+app.add_typer(campaign_app, name="campaign")
+touch_app = typer.Typer(no_args_is_help=True, help="Command OS touch intents: cancel.")
+app.add_typer(touch_app, name="touch")
+report_app = typer.Typer(no_args_is_help=True, help="Command OS reports: funnel.")
+app.add_typer(report_app, name="report")
+NOT_CONFIRMED = 3
+CLI_ACTOR = "cli"
+YES_HELP = "Run it without asking (the preview is not shown)."
+JSON_HELP = "Print JSON for scripts (the same documents as POST /api/command-os)."
+
+
+def _begin_on(conn: Any) -> Callable[[bool], Any]:
+    """run_command's transactions on the CLI's one connection."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def begin(readonly: bool) -> Any:
+        async with conn.transaction(readonly=readonly):
+            yield conn
+
+    return begin
+
+
+def _confirmed() -> bool:
+    try:
+        return bool(typer.confirm("run it?", default=False, err=True))
+    except typer.Abort:  # no answer (stdin closed)
+        return False
+
+
+def _run_intent_command(name: str, raw_args: dict[str, Any], *, yes: bool, as_json: bool, text: str | None = None,
+                        chosen_by_model: bool = False) -> None:
+    from listener.intents.command_os import INTENTS, check_args, run_command
+    from listener.intents.errors import CommandError, IntentError
+
+    settings = settings_or_exit()
+    url = url_or_exit(settings)
+    try:
+        args = check_args(name, raw_args)
+    except CommandError as exc:
+        fail(str(exc), 2)
+        raise
+
+    def run(confirm: bool, checked: dict[str, Any]) -> dict[str, Any]:
+        return run_async(lambda: _on_conn(url, lambda conn: run_command(
+            _begin_on(conn), name, checked, confirm=confirm, actor=CLI_ACTOR, text=text,
+            region=settings.default_region)))
+
+    try:
+        if INTENTS[name].writes and (not yes or chosen_by_model):
+            preview = run(False, args)
+            if text is not None:
+                preview["resolved_by"] = "model" if chosen_by_model else "rules"
+            _show_answer(preview, as_json, chosen_by_model)
+            if not _confirmed():
+                if not sys.stdin.isatty():
+                    err_console.print()
+                err_console.print("not confirmed: nothing changed" + ("" if chosen_by_model else
+                                  " (--yes runs it without asking)"), highlight=False)
+                raise typer.Exit(NOT_CONFIRMED)
+            args = check_args(name, preview["args"])  # exactly what was previewed (a name is now its id)
+        answer = run(True, args)
+    except IntentError as exc:
+        if as_json:
+            print_json({"error": str(exc), **exc.details})
+        for candidate in exc.details.get("candidates", []):
+            err_console.print(f"  {candidate['id']}  {candidate['name']} ({candidate['status']}) · account "
+                              f"{candidate['account_name']}", highlight=False, markup=False)
+        fail(str(exc), 1)
+        raise
+    if text is not None:  # as POST /api/command-os answers {"text": …}
+        answer["resolved_by"] = "model" if chosen_by_model else "rules"
+    _show_answer(answer, as_json)
+
+
+def _show_answer(answer: dict[str, Any], as_json: bool, chosen_by_model: bool = False) -> None:
+    if as_json:
+        print_json(answer)
+        return
+    name = answer["intent"]
+    if "preview" in answer:
+        by = " (chosen by the model)" if chosen_by_model else ""
+        console.print(f"[bold]{name}[/]{by} {_args_line(answer['args'])} · preview, nothing changed yet:",
+                      highlight=False)
+        _render_tree(answer["preview"])
+        return
+    result = answer["result"]
+    if name == "system.status":
+        render_status(result)
+    elif name == "lead.inspect":
+        render_lead(result)
+    elif name == "campaign.list":
+        _render_campaigns(result)
+    elif name == "report.funnel":
+        _render_funnel(result)
+    else:
+        console.print(f"[bold]{name}[/] {_args_line(answer['args'])} · done (command run "
+                      f"{answer.get('command_run_id', '-')})", highlight=False)
+        _render_tree(result)
+
+
+def _args_line(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items())
+
+
+def _render_tree(doc: Any, indent: int = 1) -> None:
+    """A preview or result document as indented lines; a list of objects as a table."""
+    pad = "  " * indent
+    for key, value in (doc.items() if isinstance(doc, dict) else []):
+        if isinstance(value, dict):
+            if not value:
+                console.print(f"{pad}{key}: -", highlight=False, markup=False)
+                continue
+            console.print(f"{pad}{key}:", highlight=False, markup=False)
+            _render_tree(value, indent + 1)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for row in value for k, v in row.items()
+                                         if not isinstance(v, (dict, list))))
+            table = Table(title=key)
+            for column in columns:
+                table.add_column(column)
+            for row in value:
+                table.add_row(*(escape(str(row.get(c, ""))) for c in columns))
+            console.print(table)
+        elif isinstance(value, list):
+            console.print(f"{pad}{key}: {', '.join(map(str, value)) or '-'}", highlight=False, markup=False)
+        else:
+            console.print(f"{pad}{key}: {'-' if value is None else value}", highlight=False, markup=False)
+
+
+def _render_campaigns(result: dict[str, Any]) -> None:
+    table = Table(title=f"campaigns ({result['count']}{', more not shown' if result['truncated'] else ''})")
+    for column in ("campaign", "account", "status", "steps", "active", "paused", "completed", "stopped", "per step"):
+        table.add_column(column, justify="right" if column in ("steps", "active", "paused", "completed", "stopped")
+                         else "left")
+    for c in result["campaigns"]:
+        leads = c["campaign_leads"]
+        per_step = "; ".join(f"{s['step']} {s['primary_channel'] or '?'}: {s['active']} active"
+                             + (f", {s['stopped']} stopped" if s["stopped"] else "")
+                             + (f", {s['completed']} completed" if s["completed"] else "") for s in c["per_step"])
+        table.add_row(escape(f"{c['name']} ({_short(c['id'])})"), escape(c["account_name"]), c["status"],
+                      str(c["steps"]), str(leads["active"]), str(leads["paused"]), str(leads["completed"]),
+                      str(leads["stopped"]), escape(per_step))
+    console.print(table)
+
+
+def _render_funnel(result: dict[str, Any]) -> None:
+    stages = ("sent", "delivered", "replied", "positive", "unsubscribed", "booked")
+    console.print(f"[bold]funnel[/] {escape(str(result.get('campaign_name')))} ({result.get('campaign_id')}) · last "
+                  f"{result.get('days')} days", highlight=False)
+    table = Table()
+    for column in ("step", "channel", *stages):
+        table.add_column(column, justify="left" if column == "channel" else "right")
+
+    def rate(row: dict[str, Any], stage: str) -> str:
+        value = (row.get("rates") or {}).get(stage)
+        return str(row.get(stage, 0)) + ("" if value is None or stage == "sent" else f" ({value:.0%})")
+
+    for row in result.get("rows") or []:
+        table.add_row(str(row.get("step")), str(row.get("channel")), *(rate(row, s) for s in stages))
+    totals = result.get("totals") or {}
+    if totals:
+        table.add_row("all", "", *(rate(totals, s) for s in stages))
+    console.print(table)
+
+
+@campaign_app.command("list")
+def campaign_list_command(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """campaign.list: every campaign with its status, its campaign leads by status, and per step."""
+    _run_intent_command("campaign.list", {}, yes=True, as_json=as_json)
+
+
+@campaign_app.command("pause")
+def campaign_pause_command(
+    campaign: list[str] = typer.Argument(..., metavar="CAMPAIGN", help="The campaign's id or name (accents and case "
+                                                                         "do not matter)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=YES_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """campaign.pause: status paused (the orchestrator creates nothing for it) and its queued and scheduled touches
+    canceled (reason campaign_paused). Shows what it would change and asks first."""
+    _run_intent_command("campaign.pause", {"campaign_id": " ".join(campaign)}, yes=yes, as_json=as_json)
+
+
+@campaign_app.command("resume")
+def campaign_resume_command(
+    campaign: list[str] = typer.Argument(..., metavar="CAMPAIGN", help="The campaign's id or name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=YES_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """campaign.resume: status active, and every touch the pause canceled created again at once (due when it was
+    due, or now). Campaign leads enrolled while paused get their first touch from the touch orchestrator."""
+    _run_intent_command("campaign.resume", {"campaign_id": " ".join(campaign)}, yes=yes, as_json=as_json)
+
+
+@lead_app.command("stop")
+def lead_stop_command(
+    lead_id: str = typer.Argument(..., metavar="LEAD", help="The lead's id."),
+    reason: str = typer.Option(..., "--reason", help="Why (the campaign leads' stop_reason)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=YES_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """lead.stop: the lead's active campaign leads stopped (stop_reason = --reason, one cadence_stopped each), its
+    queued and scheduled touches canceled, its cooldown timers ended. Not a suppression: see `lead suppress`."""
+    _run_intent_command("lead.stop", {"lead_id": lead_id, "reason": reason}, yes=yes, as_json=as_json)
+
+
+@lead_app.command("suppress")
+def lead_suppress_command(
+    lead_id: str = typer.Argument(..., metavar="LEAD", help="The lead's id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=YES_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """lead.suppress: a do_not_contact event (event_source command_os) — never contacted again — and at once every
+    open touch canceled and every cadence stopped."""
+    _run_intent_command("lead.suppress", {"lead_id": lead_id}, yes=yes, as_json=as_json)
+
+
+@touch_app.command("cancel")
+def touch_cancel_command(
+    touch_id: str = typer.Argument(..., metavar="TOUCH", help="The touch's id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help=YES_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """touch.cancel: a queued or scheduled touch → canceled (reason command_os); any other status is refused."""
+    _run_intent_command("touch.cancel", {"touch_id": touch_id}, yes=yes, as_json=as_json)
+
+
+@report_app.command("funnel")
+def report_funnel_command(
+    campaign: list[str] = typer.Argument(..., metavar="CAMPAIGN", help="The campaign's id or name."),
+    days: int = typer.Option(30, "--days", help="Over the last N days (1-366)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """report.funnel: per step and channel, touches sent, delivered, replied, positive, unsubscribed, booked, and the
+    rates."""
+    _run_intent_command("report.funnel", {"campaign_id": " ".join(campaign), "days": days}, yes=True,
+                        as_json=as_json)
+
+
+@app.command("command")
+def command_command(
+    text: list[str] = typer.Argument(..., metavar="TEXT...", help='What to do, in English or Spanish, e.g. "pausa la '
+                                                                   'campaña Revisión gratuita".'),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run a write without asking (not one the model chose)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Command OS: the text resolved to an intent by the deterministic English/Spanish rules (then, when
+    REVENUE_ASI_LLM_URL is set and they find nothing, by the model), and run as its own command is. A write the
+    model chose always shows its preview and asks."""
+    from listener.intents.command_os import EXAMPLES, resolve_text
+    from listener.intents.errors import CommandError, ModelUnavailable
+
+    settings = settings_or_exit()
+    typed = " ".join(text)
+    try:
+        resolved = run_async(lambda: resolve_text(typed, settings))
+    except (CommandError, ModelUnavailable) as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print("try one of: " + " · ".join(f'"{e}"' for pair in EXAMPLES.values() for e in pair),
+                          highlight=False, markup=False)
+        raise typer.Exit(2 if isinstance(exc, CommandError) else 1) from None
+    _run_intent_command(resolved.intent, resolved.args, yes=yes, as_json=as_json, text=typed,
+                        chosen_by_model=resolved.by == "model")
 
 
 def main() -> None:

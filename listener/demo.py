@@ -4,7 +4,9 @@ Embedded PostgreSQL (or DATABASE_URL), migrations, a fresh demo account whose pr
 Twilio and ElasticEmail (loopback, in this process; some answers fail on purpose), one campaign of several leads
 with a voice → whatsapp → sms → email plan and cooldowns of seconds, simulated replies for some leads — then the
 real daemon (dispatch, reactions, sweep, touch orchestrator) runs in-process while a live view shows touches being
-sent, failing, switching channel and stopping. Ends after ``--seconds`` or when every cadence has ended, with a
+sent, failing, switching channel and stopping. The demo serves its own webhooks on a loopback public URL, so it signs
+its own one-click unsubscribe links (a secret of its own, SPEC §19): the sandbox shows an e-mail's List-Unsubscribe
+headers and the demo clicks one (POST List-Unsubscribe=One-Click) for the lead without a phone. Ends after ``--seconds`` or when every cadence has ended, with a
 summary table. Without a terminal it prints a plain event log instead of the live table.
 
 On the embedded server (DATABASE_URL unset) the demo stops, when it ends — normally, by Ctrl-C or SIGTERM, or on an
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import secrets
 import signal
 import socket
 import sys
@@ -27,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from rich.console import Console, Group
@@ -90,7 +95,8 @@ def personas(n: int) -> list[Persona]:
                 reply="unsubscribe", reply_after_sent=1),
         Persona("Carla Gomez", "invalid number at Twilio (21211): switches to email", "+14155550103",
                 "carla@demo.example", provider_rule="error:400:21211"),
-        Persona("Diego Ruiz", "no phone on file: phone channels skipped", None, "diego@demo.example"),
+        Persona("Diego Ruiz", "no phone on file: phone channels skipped; unsubscribes with the e-mail's one-click link",
+                None, "diego@demo.example", reply="one_click", reply_after_sent=1),
         Persona("Elena Soto", "books an appointment after 3 touches", "+14155550105", "elena@demo.example",
                 reply="appointment_booked", reply_after_sent=3),
         Persona("Fer Lopez", "never answers: full cadence, both steps", "+14155550106", "fer@demo.example"),
@@ -132,6 +138,7 @@ class DemoWorld:
     leads: dict[uuid.UUID, Persona]
     replied: set[uuid.UUID] = field(default_factory=set)
     inbound: Callable[[str, str], Awaitable[str]] | None = None  # (phone, text) -> the webhook's outcome
+    one_click: Callable[[str], Awaitable[str | None]] | None = None  # (email) -> what the click did (SPEC §19)
 
 
 def _fixed_zones() -> list[str]:
@@ -389,10 +396,30 @@ def demo_settings(fake: SandboxProviders, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"sweep_interval_s": 1.0, "orchestrator_interval_s": 1.0,
                               "reactivation_interval_s": 3600.0, "lease_s": 15.0, "provider_timeout_s": 5.0,
                               "shutdown_grace_s": 5.0, "dry_run": False, "qa_sink_phone": None,
-                              "qa_sink_email": None, "worker_id": f"demo-{uuid.uuid4().hex[:6]}"}
+                              "qa_sink_email": None, "worker_id": f"demo-{uuid.uuid4().hex[:6]}",
+                              # SPEC §19: the demo serves its own public URL, so it signs its own one-click links
+                              "unsubscribe_secret": secrets.token_urlsafe(32)}
     values.update(fake.settings_overrides())
     values.update(overrides)
     return load_settings(**values)
+
+
+async def click_one_click_link(fake: SandboxProviders, email: str, console: Console) -> str | None:
+    """What a mail provider does when its user presses "Unsubscribe" (RFC 8058): read the List-Unsubscribe header of
+    the e-mail the sandbox received for `email` and POST List-Unsubscribe=One-Click to it. Shows the headers as the
+    sandbox recorded them. None while no such e-mail was recorded yet."""
+    recorded = next((r for r in fake.requests if r.kind == "email" and r.to == email and r.email_headers), None)
+    if recorded is None or recorded.email_headers is None:
+        return None
+    headers = recorded.email_headers
+    console.print(f"e-mail to {email} as the SANDBOX ElasticEmail recorded it: Content.Headers = "
+                  + json.dumps(headers, ensure_ascii=False), highlight=False, markup=False)
+    link = headers.get("List-Unsubscribe", "").strip().removeprefix("<").removesuffix(">")
+    async with aiohttp.ClientSession() as session, session.post(
+            link, data={"List-Unsubscribe": "One-Click"}) as response:
+        status = response.status
+    shown = link[: link.index("/u/") + 11] + "…" if "/u/" in link else link
+    return f"one-click unsubscribe: POST {shown} (List-Unsubscribe=One-Click) -> {status}"
 
 
 async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Snapshot) -> list[tuple[uuid.UUID, str]]:
@@ -402,6 +429,13 @@ async def simulate_replies(conn: asyncpg.Connection, world: DemoWorld, snap: Sna
         if person.reply is None or lead_id in world.replied:
             continue
         sent = sum(1 for t in snap.touches.get(lead_id, []) if t["status"] == "sent")
+        if person.reply == "one_click":
+            if sent >= person.reply_after_sent and world.one_click and person.email:
+                clicked = await world.one_click(person.email)
+                if clicked is not None:  # None: the e-mail's request is not recorded yet; next round
+                    world.replied.add(lead_id)
+                    done.append((lead_id, clicked))
+            continue
         if sent >= person.reply_after_sent and world.inbound and person.phone and person.reply in INBOUND_TEXT:
             text = INBOUND_TEXT[person.reply]
             outcome = await world.inbound(person.phone, text)
@@ -466,6 +500,7 @@ async def run_demo(url: str, *, seconds: float = 40.0, n_leads: int = 8, console
             return str(answer.get("outcome", status))
 
         world.inbound = inbound
+        world.one_click = lambda email: click_one_click_link(fake, email, console)
         console.print(f"web application (webhooks) on {public_url}: the sandbox posts signed status callbacks and "
                       "replies to it", highlight=False)
         console.print(Text.assemble(("SANDBOX", "bold black on yellow"),

@@ -66,10 +66,19 @@ class Settings(BaseSettings):
     elasticemail_webhook_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("ELASTICEMAIL_WEBHOOK_TOKEN"))
     dashboard_token: SecretStr | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_DASHBOARD_TOKEN"))
+    # SPEC §19: signs the one-click unsubscribe links (HMAC-SHA256); required with REVENUE_ASI_PUBLIC_URL
+    unsubscribe_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("REVENUE_ASI_UNSUBSCRIBE_SECRET"))
     default_timezone: str = Field("UTC", validation_alias=AliasChoices("REVENUE_ASI_DEFAULT_TIMEZONE"))
     quiet_hours: str = Field("21:00-08:00", validation_alias=AliasChoices("REVENUE_ASI_QUIET_HOURS"))
     appointment_reminders: str = Field("1440,60", validation_alias=AliasChoices("REVENUE_ASI_APPOINTMENT_REMINDERS"))
     appointment_channel: str = Field("whatsapp", validation_alias=AliasChoices("REVENUE_ASI_APPOINTMENT_CHANNEL"))
+    # Part three (SPEC §18): the optional model behind Command OS's resolver, asked only when the rules find nothing —
+    # an OpenAI-compatible chat completions endpoint (the full …/v1/chat/completions URL or its base …/v1).
+    llm_url: str | None = Field(None, repr=False, validation_alias=AliasChoices("REVENUE_ASI_LLM_URL"))
+    llm_model: str | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_LLM_MODEL"))
+    llm_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("REVENUE_ASI_LLM_API_KEY"))
+    llm_timeout_s: float = Field(5.0, gt=0, le=60, validation_alias=AliasChoices("REVENUE_ASI_LLM_TIMEOUT_S"))
 
     @field_validator("qa_sink_phone")
     @classmethod
@@ -95,6 +104,21 @@ class Settings(BaseSettings):
             raise ValueError("not an email address")
         return value
 
+    @field_validator("llm_url")
+    @classmethod
+    def _llm_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL (…/v1 or …/v1/chat/completions)")
+        return value
+
+    @field_validator("llm_model")
+    @classmethod
+    def _blank_model_is_unset(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() == "" else value.strip()
+
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours_parse(cls, value: str) -> str:
@@ -111,6 +135,16 @@ class Settings(BaseSettings):
         if not valid_zone(value):
             raise ValueError("not a known IANA time zone (e.g. UTC, America/New_York)")
         return value.strip()
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _unsubscribe_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value()) < MIN_UNSUBSCRIBE_SECRET:
+            raise ValueError(f"must be at least {MIN_UNSUBSCRIBE_SECRET} characters (a long random value, e.g. "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return value
 
     @field_validator("default_region")
     @classmethod
@@ -157,10 +191,25 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Secret values, for scrubbing anything that leaves the process."""
         return [s.get_secret_value() for s in (self.twilio_auth_token, self.elasticemail_api_key,
-                                               self.elasticemail_webhook_token, self.dashboard_token) if s]
+                                               self.elasticemail_webhook_token, self.dashboard_token,
+                                               self.unsubscribe_secret, self.llm_api_key) if s]
+
+    @property
+    def one_click_unsubscribe(self) -> bool:
+        """SPEC §19: e-mails carry List-Unsubscribe headers (and templates get {unsubscribe_url})."""
+        return bool(self.public_url and self.unsubscribe_secret)
+
+    def check_unsubscribe_secret(self) -> None:
+        """The daemon and the web application refuse to start with a public URL and no unsubscribe secret (SPEC
+        §19): every e-mail would go out without its one-click link, or with links nobody can verify."""
+        if self.public_url and self.unsubscribe_secret is None:
+            raise SettingsError("REVENUE_ASI_UNSUBSCRIBE_SECRET is required when REVENUE_ASI_PUBLIC_URL is set (it signs "
+                                "the one-click unsubscribe links of every e-mail); set it to a long random value")
 
 
-SECRET_ENV_NAMES = ("TWILIO_AUTH_TOKEN", "ELASTICEMAIL_API_KEY", "ELASTICEMAIL_WEBHOOK_TOKEN", "REVENUE_ASI_DASHBOARD_TOKEN")
+MIN_UNSUBSCRIBE_SECRET = 16
+SECRET_ENV_NAMES = ("TWILIO_AUTH_TOKEN", "ELASTICEMAIL_API_KEY", "ELASTICEMAIL_WEBHOOK_TOKEN", "REVENUE_ASI_DASHBOARD_TOKEN",
+                    "REVENUE_ASI_UNSUBSCRIBE_SECRET", "REVENUE_ASI_LLM_API_KEY", "REVENUE_ASI_LLM_URL")
 
 _ENV_NAMES: dict[str, str] = {
     name: (str(field.validation_alias.choices[0]) if isinstance(field.validation_alias, AliasChoices) else name)

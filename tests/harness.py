@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,17 @@ from listener.providers.sandbox import SandboxProviders
 from listener.settings import Settings, load_settings
 from listener.store.database import connect
 
+# SPEC §19: a public URL needs REVENUE_ASI_UNSUBSCRIBE_SECRET. The harness draws one per test process, shared by the
+# daemon (which signs the links) and the web application (which verifies them) of a test.
+UNSUBSCRIBE_SECRET = "test-unsubscribe-" + secrets.token_urlsafe(24)
+
+
+def with_unsubscribe_secret(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the harness's unsubscribe secret when they name a public URL and no secret of their own."""
+    if values.get("public_url") and "unsubscribe_secret" not in values:
+        return {**values, "unsubscribe_secret": UNSUBSCRIBE_SECRET}
+    return values
+
 
 def daemon_settings(fake: SandboxProviders | None, **overrides: Any) -> Settings:
     # quiet hours off: these tests are not about the clock and must pass at any hour (tests/test_sendrules*.py
@@ -24,7 +36,7 @@ def daemon_settings(fake: SandboxProviders | None, **overrides: Any) -> Settings
     if fake is not None:
         base.update(fake.settings_overrides())
     base.update(overrides)
-    return load_settings(**base)
+    return load_settings(**with_unsubscribe_secret(base))
 
 
 @contextlib.asynccontextmanager

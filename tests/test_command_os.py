@@ -86,4 +86,5 @@ def test_check_args() -> None:
                                 ("lead.delete", {}, "unknown intent")]:
         with pytest.raises(CommandError, match=message):
             check_args(name, args)
-    assert KNOWN_INTENTS == ("system.status", "lead.inspect", "lead.enroll")
+    assert KNOWN_INTENTS[:3] == ("system.status", "lead.inspect", "lead.enroll")  # v1's, then §18's eight
+    assert len(KNOWN_INTENTS) == 11

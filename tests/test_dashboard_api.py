@@ -119,11 +119,14 @@ async def test_command_os_intents_and_text(db, db_url):
         assert body["args"] == {"lead_id": str(lead_id)} and body["result"]["lead"]["full_name"] == "Ana Perez"
 
         enroll_text = f"inscribe al lead {lead_id} en la campaña {campaign_id}"
-        enrolled = await client.post("/api/command-os", json={"text": enroll_text})
-        body = await enrolled.json()
-        assert enrolled.status == 200 and body["intent"] == "lead.enroll"
+        previewed = await client.post("/api/command-os", json={"text": enroll_text})
+        body = await previewed.json()
+        assert previewed.status == 200 and body["intent"] == "lead.enroll" and body["confirm_required"] is True
         assert body["args"] == {"lead_id": str(lead_id), "campaign_id": str(campaign_id)}
-        assert body["result"]["status"] == "active"
+        assert await db.fetchval("select count(*) from campaign_leads where lead_id = $1", lead_id) == 0  # SPEC §18
+        enrolled = await client.post("/api/command-os", json={"intent": body["intent"], "args": body["args"],
+                                                              "confirm": True, "text": enroll_text})
+        assert enrolled.status == 200 and (await enrolled.json())["result"]["status"] == "active"
         twice = await client.post("/api/command-os", json={"intent": "lead.enroll",
                                                            "args": {"lead_id": str(lead_id),
                                                                     "campaign_id": str(campaign_id)}})
@@ -134,7 +137,8 @@ async def test_command_os_intents_and_text(db, db_url):
             refused = await client.post("/api/command-os", json=bad)
             answer = await refused.json()
             assert refused.status == 422, bad
-            assert answer["known_intents"] == ["system.status", "lead.inspect", "lead.enroll"]
+            assert answer["known_intents"][:3] == ["system.status", "lead.inspect", "lead.enroll"]
+            assert len(answer["known_intents"]) == 11
         gone = await client.post("/api/command-os", json={"text": f"inspect lead {uuid.uuid4()}"})
         assert gone.status == 404
 

@@ -85,6 +85,11 @@ async def test_every_page_in_a_real_browser(db, db_url, chromium_binary):
                 daemon_row = await page.evaluate("[...document.querySelectorAll('tr')].find(r => r.innerText.includes("
                                                  "'browser-test-daemon')).innerText")
                 assert "connected" in daemon_row and "alive" in daemon_row
+                # SPEC §18: the last hour per minute, drawn: the daemon's sends are bars, their latency points
+                assert await page.evaluate("document.querySelectorAll('#throughput-charts svg').length") == 4
+                assert await page.evaluate("[...document.querySelectorAll('#throughput-charts rect[data-kind=sent]')]"
+                                           ".reduce((n, r) => n + Number(r.dataset.value), 0)") >= 3
+                assert await page.evaluate("document.querySelectorAll('#latency-chart circle').length") >= 1
                 await page.screenshot(SCREENSHOTS / "overview.png")
                 assert page.errors == []
 
@@ -95,6 +100,7 @@ async def test_every_page_in_a_real_browser(db, db_url, chromium_binary):
                     "lead": (f"/leads/{world['lead_ids'][2]}", "Carla Gomez"),
                     "campaigns": ("/campaigns", "Spring check-ups"),
                     "jobs": ("/jobs", "touch-orchestrator"),
+                    "commands": ("/commands", "no command has run yet"),
                 }
                 for name, (path, expected) in pages.items():
                     await page.goto(base + path)

@@ -26,6 +26,20 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
     assert re.search(r"Carla Gomez +voice failed: 21211 \(permanent\)", out)
     assert re.search(r"decision: switch voice → whatsapp", out)
     assert re.search(r"Bruno Diaz +cadence stopped: unsubscribe", out)
+    # one-click unsubscribe (SPEC §19): the sandbox shows the e-mail's headers, the demo clicks Diego's link (POST)
+    headers = re.search(r"e-mail to diego@demo\.example as the SANDBOX ElasticEmail recorded it: Content\.Headers = "
+                        r"(\{.*\})", out)
+    assert headers, out
+    recorded = json.loads(headers.group(1))
+    assert re.fullmatch(r"<http://127\.0\.0\.1:\d+/u/[A-Za-z0-9_-]{87}>", recorded["List-Unsubscribe"])
+    assert recorded["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert re.search(r"Diego Ruiz +<- simulated inbound one-click unsubscribe: POST http://127\.0\.0\.1:\d+/u/\S+ "
+                     r"\(List-Unsubscribe=One-Click\) -> 200", out)
+    assert re.search(r"Diego Ruiz +cadence stopped: unsubscribe", out)
+    one_click = await db.fetch("select e.event_source, e.payload from core_memory_events e join leads l on l.id = e.lead_id"
+                               " where l.account_id = $1 and l.full_name = 'Diego Ruiz' and e.event_type = 'unsubscribe'",
+                               account_id)
+    assert [e["event_source"] for e in one_click] == ["one_click"] and one_click[0]["payload"]["touch_run_id"]
     # quiet hours (SPEC §13): Gabi lives where it is night now; her call waits for 08:00 her time
     assert re.search(r"Gabi Torres +voice touch deferred: quiet_hours until 08:00 lead time \(Etc/GMT", out)
     deferred = await db.fetch("select e.payload from core_memory_events e join leads l on l.id = e.lead_id"
@@ -54,6 +68,7 @@ async def test_demo_runs_cadences_live_and_summarises(db, db_url):
         "select l.full_name as lead, cl.stop_reason from campaign_leads cl join leads l on l.id = cl.lead_id"
         " where cl.campaign_id = $1 and cl.status = 'stopped'", campaign_id)}
     assert stopped_rows.get("Bruno Diaz") == "unsubscribe" and stopped == len(stopped_rows)
+    assert stopped_rows.get("Diego Ruiz") == "unsubscribe"
     assert await db.fetchval("select count(*) from core_memory_events e join leads l on l.id = e.lead_id"
                              " where l.account_id = $1 and e.event_type = 'cadence_stopped'", account_id) >= 1
     # multi-channel: the lead without a phone was switched straight to email

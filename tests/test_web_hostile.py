@@ -25,7 +25,8 @@ from tests.web_harness import web_client
 
 TOKEN = "hostile-test-dashboard-token"
 SITE = "https://dashboard.example/login"  # where a browser would resolve Location against
-KNOWN_INTENTS = ["system.status", "lead.inspect", "lead.enroll"]
+KNOWN_INTENTS = ["system.status", "lead.inspect", "lead.enroll", "campaign.list", "campaign.pause", "campaign.resume",
+                 "lead.stop", "lead.suppress", "touch.cancel", "reactions.retry", "report.funnel"]
 
 
 def stays_on_site(location: str) -> bool:

@@ -13,7 +13,7 @@ import aiohttp
 
 from listener.providers.sandbox import SandboxProviders
 from tests import factories
-from tests.harness import wait_until
+from tests.harness import UNSUBSCRIBE_SECRET, wait_until
 from tests.webhook_client import free_port
 
 
@@ -24,6 +24,8 @@ def _env(db_url: str, fake: SandboxProviders, **extra: str) -> dict[str, str]:
     env.update({"DATABASE_URL": db_url, "TWILIO_ACCOUNT_SID": overrides["twilio_account_sid"],
                 "TWILIO_AUTH_TOKEN": overrides["twilio_auth_token"], "TWILIO_BASE_URL": fake.base_url,
                 "REVENUE_ASI_SWEEP_INTERVAL_S": "0.5", "REVENUE_ASI_QUIET_HOURS": "off", **extra})
+    if "REVENUE_ASI_PUBLIC_URL" in extra:  # SPEC §19: a public URL needs the unsubscribe secret, in both processes
+        env.setdefault("REVENUE_ASI_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)
     return env
 
 

@@ -16,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from listener.settings import Settings, load_settings
 from listener.web.app import create_app
+from tests.harness import with_unsubscribe_secret
 
 PUBLIC_URL = "https://outreach.example.com"
 AUTH_TOKEN = "sandbox-auth-token"
@@ -27,7 +28,7 @@ def web_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {"public_url": PUBLIC_URL, "twilio_account_sid": ACCOUNT_SID,
                             "twilio_auth_token": AUTH_TOKEN, "elasticemail_webhook_token": EE_TOKEN}
     base.update(overrides)
-    return load_settings(**base)
+    return load_settings(**with_unsubscribe_secret(base))
 
 
 @dataclass

@@ -84,6 +84,7 @@ class Daemon:
             self.dispatcher.slot_freed.set()
 
     async def run(self) -> None:
+        self.settings.check_unsubscribe_secret()  # SPEC §19: a public URL needs REVENUE_ASI_UNSUBSCRIBE_SECRET
         conn = await connect(self.url)
         try:
             await migrate(conn)
@@ -102,6 +103,9 @@ class Daemon:
         if missing:
             log.warning("no provider credentials for: %s — their touches will fail as provider_not_configured",
                         ", ".join(missing))
+        if not self.settings.one_click_unsubscribe and self.settings.elasticemail_configured:
+            log.warning("REVENUE_ASI_PUBLIC_URL is not set: e-mails go out without one-click unsubscribe "
+                        "(List-Unsubscribe, RFC 8058), which Gmail and Yahoo require of bulk senders")
         log.info("daemon %s starting (concurrency %d, lease %.0fs, sweep every %.1fs)", self.worker_id,
                  self.settings.concurrency, self.settings.lease_s, self.settings.sweep_interval_s)
         completer_task = asyncio.create_task(self.completer.run(self.completer_stop))

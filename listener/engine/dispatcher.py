@@ -35,6 +35,7 @@ from listener.rules import safejson
 from listener.rules.errors import ProviderError, TouchFailure
 from listener.rules.messages import Template, template_key_for
 from listener.rules.payload import TouchPayload, parse_payload
+from listener.rules.sendrules import OUT_OF_OFFICE, Deferral
 from listener.rules.text import clean_text
 from listener.settings import Settings
 from listener.store.queries import Q
@@ -73,6 +74,8 @@ class ClaimedTouch:
     more_due: bool = False  # its sender gave its whole quota to this claim: more of it may be due (SPEC §16)
     claim_turn: int = 1  # the round of the claim's round robin that took it
     served_before: bool = False  # its sender came at or before the claim's cursor
+    pause_resume_at: datetime | None = None  # SPEC §19: its lead is out of office until then
+    pause_timezone: str | None = None
 
     @property
     def sender(self) -> tuple[UUID, str]:
@@ -309,8 +312,23 @@ class Dispatcher:
     async def _apply_sending_rules(self, ready: list[Ready], now: datetime) -> list[Ready]:
         """SPEC §13 on the claim's snapshot, before any provider call: a touch outside its window, on a holiday or
         over a cap goes back to `scheduled` at its next allowed moment (one touch_deferred event); bad rules fail it.
+        First of all, a touch of a lead paused out of office (SPEC §19) goes back to `scheduled` at the pause's
+        resume moment (reason out_of_office), where the rules here are checked again.
         Caps are decided in the database under per-sender / per-lead advisory locks (listener/engine/sendcaps.py), in one
         short transaction that commits before the sends start; touches without caps take no lock and no query."""
+        paused = [Deferral(touch.id, OUT_OF_OFFICE, touch.pause_resume_at, touch.pause_timezone or "UTC")
+                  for touch, _, _ in ready if touch.pause_resume_at is not None and touch.pause_resume_at > now]
+        if paused:  # SPEC §19: out of office — deferred to the resume moment, before any other rule or cap
+            async with self.pool.acquire() as conn:
+                await conn.execute(Q.defer_touches, [d.as_row() for d in paused], self.worker_id)
+            for deferral in paused:
+                self._undecided.discard(deferral.touch_id)
+                self._free_slot()
+            self.stats.deferred += len(paused)
+            held = {d.touch_id for d in paused}
+            ready = [item for item in ready if item[0].id not in held]
+            if not ready:
+                return []
         rows = []
         for touch, raw, _ in ready:
             try:

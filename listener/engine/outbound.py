@@ -18,6 +18,7 @@ from listener.rules.contacts import normalise_email, normalise_phone
 from listener.rules.errors import TouchFailure
 from listener.rules.messages import Template, render_message
 from listener.rules.payload import ProviderChoice, TouchPayload
+from listener.rules.unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from listener.rules.vocabulary import CHANNELS, PHONE_CHANNELS, Channel
 from listener.settings import Settings
 
@@ -101,6 +102,8 @@ def prepare_outbound(
                 "unsupported_provider", f"{source} names {name!r}; channel {channel} is sent with {expected_provider}"
             )
     config = dict(ctx.provider_config or {})
+    link = one_click_link(ctx, settings)
+    system_variables = {"unsubscribe_url": link} if link else None
 
     template = None
     if channel == "whatsapp" and not in_whatsapp_session(ctx, now or datetime.now(UTC)):
@@ -112,11 +115,11 @@ def prepare_outbound(
                 "approved template in delivery.channel_overrides.whatsapp.content_sid",
             )
     if template is None:
-        rendered = render_message(payload, channel, templates, base_variables(ctx))
+        rendered = render_message(payload, channel, templates, base_variables(ctx), system_variables)
         body, language, subject = rendered.body, rendered.language, rendered.subject
     else:
         try:  # the template carries the text; a body, when there is one, is kept for the record
-            rendered = render_message(payload, channel, templates, base_variables(ctx))
+            rendered = render_message(payload, channel, templates, base_variables(ctx), system_variables)
             body, language = rendered.body, rendered.language
         except TouchFailure:
             body, language = "", (payload.delivery.language if payload.delivery and payload.delivery.language else "es")
@@ -137,6 +140,7 @@ def prepare_outbound(
         voice=_config_str(config, "voice") if channel == "voice" else None,
         content_sid=template[0] if template else None,
         content_variables=template[1] if template else None,
+        headers=list_unsubscribe_headers(link) if link and channel == "email" else {},
     )
     if channel == "email":  # refused before any request, dry runs included (SPEC §11)
         problem = email_header_problem(message)
@@ -149,6 +153,16 @@ def prepare_outbound(
         provider_config=config,
         dry_run=settings.dry_run or payload.is_dry_run,
     )
+
+
+def one_click_link(ctx: TouchContext, settings: Settings) -> str | None:
+    """``{PUBLIC_URL}/u/{token}`` for this touch's lead, account and touch (SPEC §19), or None without a public URL.
+    The same link goes in the e-mail's List-Unsubscribe header and, as ``{unsubscribe_url}``, in any template."""
+    if not settings.one_click_unsubscribe:
+        return None
+    assert settings.public_url is not None and settings.unsubscribe_secret is not None
+    return unsubscribe_url(settings.public_url, settings.unsubscribe_secret.get_secret_value(), ctx.lead_id,
+                           ctx.account_id, ctx.id)
 
 
 def in_whatsapp_session(ctx: TouchContext, now: datetime) -> bool:

@@ -26,6 +26,10 @@ TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
 # Provider webhooks (SPEC §12): a permanent undelivery / bounce exhausts the channel, so the key is decided again.
 UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 SUPPRESSION_EVENTS = frozenset({"unsubscribe", "do_not_contact", "reply_negative"})
+# SPEC §19: an out-of-office reply pauses the lead (its open touches deferred); a later non-automatic reply ends the
+# pause at once (reply_received not classified out_of_office, or a positive / negative reply written directly).
+OUT_OF_OFFICE_EVENT = "reply_out_of_office"
+PAUSE_ENDING_EVENTS = frozenset({"reply_received", "reply_positive", "reply_negative"})
 ADVANCING_STOPS = frozenset({"exhausted", "no_fallback_plan", "invalid_plan"})
 
 # A row that raises is retried alone; CONNECTION_ERRORS end the drain instead (nothing to isolate).
@@ -72,21 +76,30 @@ class ReactionEvent:
     touch_run_id: UUID | None  # payload.touch_run_id when it is a valid uuid
     failure_class: str | None  # payload.failure_class when it is a string
     attempts: int = 0  # earlier attempts that raised (0003_poison.sql)
+    classification: str | None = None  # payload.classification of a reply_received (SPEC §12, §19)
 
     @classmethod
     def from_take(cls, row: asyncpg.Record) -> ReactionEvent:
-        """The take query hands touch_run_id and failure_class over as text, never the payload: a payload nobody
-        can decode never reaches Python."""
+        """The take query hands touch_run_id, failure_class and classification over as text, never the payload: a
+        payload nobody can decode never reaches Python."""
         return cls(row["id"], row["lead_id"], row["event_type"], row["created_at"], _uuid_or_none(row["touch_run_id"]),
-                   row["failure_class"], row["attempts"])
+                   row["failure_class"], row["attempts"], row["classification"])
 
     @classmethod
     def from_event(cls, row: asyncpg.Record) -> ReactionEvent:
         """A core_memory_events row with its decoded payload, which may be anything (an array, null)."""
         payload = row["payload"] if isinstance(row["payload"], dict) else {}
         failure_class = payload.get("failure_class")
+        classification = payload.get("classification")
         return cls(row["id"], row["lead_id"], row["event_type"], row["created_at"],
-                   _uuid_or_none(payload.get("touch_run_id")), failure_class if isinstance(failure_class, str) else None)
+                   _uuid_or_none(payload.get("touch_run_id")), failure_class if isinstance(failure_class, str) else None,
+                   classification=classification if isinstance(classification, str) else None)
+
+    @property
+    def ends_pause(self) -> bool:
+        """A non-automatic reply: it ends an out-of-office pause at once (SPEC §19)."""
+        return self.event_type in PAUSE_ENDING_EVENTS and not (
+            self.event_type == "reply_received" and self.classification == "out_of_office")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,8 @@ class ReactionStats:
     cadences_completed: int = 0
     cadences_stopped: int = 0
     steps_advanced: int = 0
+    touches_deferred: int = 0  # SPEC §19: out of office
+    touches_resumed: int = 0  # SPEC §19: the pause ended by a reply
 
     def add(self, other: ReactionStats) -> None:
         for counter in fields(self):
@@ -259,6 +274,10 @@ async def react_to_events(conn: asyncpg.Connection, events: Iterable[ReactionEve
             else:
                 with_touch.append((event, event.touch_run_id))
         else:
+            if event.event_type == OUT_OF_OFFICE_EVENT:  # SPEC §19: a pause, not a stop
+                stats.touches_deferred += len(await conn.fetch(Q.defer_for_out_of_office, event.lead_id, event.id))
+            elif event.ends_pause:
+                stats.touches_resumed += len(await conn.fetch(Q.resume_after_reply, event.lead_id, event.id))
             stats.add(await react_to_stop_event(conn, event.id, event.lead_id, event.event_type, event.created_at))
     if with_touch:
         keys_by_touch = {key.touch_run_id: key for key in map(

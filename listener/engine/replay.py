@@ -112,7 +112,7 @@ def _touch(row: asyncpg.Record, event: asyncpg.Record) -> dict[str, Any]:
 
 def _changed(stats: ReactionStats) -> bool:
     return bool(stats.touches_created or stats.touches_canceled or stats.cadences_completed
-                or stats.cadences_stopped or stats.steps_advanced)
+                or stats.cadences_stopped or stats.steps_advanced or stats.touches_deferred or stats.touches_resumed)
 
 
 async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary: ReplaySummary) -> None:

@@ -7,6 +7,9 @@ that matches wins:
 2. the whole message is an opt-out keyword (STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, BAJA, ALTO, PARAR) or
    contains an opt-out phrase ("dame de baja", "stop texting", "remove me") -> ``opt_out``;
 3. the whole message is START, UNSTOP or ALTA -> ``opt_in``;  HELP, INFO, AYUDA -> ``help``;
+3b. an automatic absence notice (out-of-office auto-replies, WhatsApp Business away messages: SPEC §19,
+   listener/inbound/absence.py says where the line is drawn) -> ``out_of_office`` — before the negative and positive
+   rules, since notices say "no estamos disponibles" or "for urgent matters call me";
 4. a negative phrase ("not interested", "no gracias", "no me interesa", a bare "no") -> ``negative`` — before the
    positive rules, since "no me interesa" contains "me interesa";
 5. a positive phrase ("yes", "sí, me interesa", "call me", "interested") -> ``positive``;
@@ -19,7 +22,9 @@ import re
 import unicodedata
 from typing import Final, Literal
 
-Classification = Literal["opt_out", "opt_in", "help", "positive", "negative", "neutral"]
+from listener.inbound.absence import is_out_of_office
+
+Classification = Literal["opt_out", "opt_in", "help", "out_of_office", "positive", "negative", "neutral"]
 
 OPT_OUT_KEYWORDS: Final = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "baja", "alto",
                                      "parar"})
@@ -88,6 +93,8 @@ def classify(body: str | None, opt_out_type: str | None = None) -> Classificatio
         return "opt_in"
     if text in HELP_KEYWORDS:
         return "help"
+    if is_out_of_office(body):
+        return "out_of_office"
     if text in NEGATIVE_WORDS or _has_phrase(padded, NEGATIVE_PHRASES):
         return "negative"
     if words[0] in POSITIVE_FIRST_WORDS or _has_phrase(padded, POSITIVE_PHRASES):

@@ -107,4 +107,11 @@ async def system_status(conn: asyncpg.Connection) -> dict[str, Any]:
         "reactions_set_aside": await reactions_set_aside_section(conn),
         "cadences": await cadences_section(conn),
         "paced_senders": await paced_senders_section(conn),
+        "out_of_office": await out_of_office_section(conn),
     }
+
+
+async def out_of_office_section(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Leads paused out of office now (SPEC §19) and when the first of them resumes."""
+    row = await conn.fetchrow(Q.status_out_of_office)
+    return {"leads_paused": row["leads_paused"], "next_resume_at": _jsonable(row["next_resume_at"])}

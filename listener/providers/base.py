@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from listener.rules.errors import ProviderError
@@ -60,6 +60,8 @@ class OutboundMessage(BaseModel):
     content_sid: str | None = None
     content_variables: str | None = None
     voice: str | None = None  # <Say> voice for voice touches (account_provider_settings.config.voice)
+    # E-mail only: extra headers (SPEC §19: List-Unsubscribe and List-Unsubscribe-Post), ElasticEmail Content.Headers
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class SendResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 import httpx
@@ -23,6 +24,9 @@ from listener.rules.sanitize import (
 )
 
 _ADDRESS_SPECIALS = set('()<>[]:;@\\,."')
+# RFC 5322 §3.6.8: a header field name is printable US-ASCII except the colon (RFC 7230's token is stricter; both
+# forms of List-Unsubscribe pass either way)
+HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")
 MAX_CONCURRENT_PER_KEY = 20  # ElasticEmail's documented limit: 20 concurrent connections per API key
 _key_semaphores: dict[tuple[str, int], asyncio.Semaphore] = {}
 
@@ -52,6 +56,13 @@ def email_header_problem(message: OutboundMessage) -> ProviderError | None:
         problem = address_problem(value) if is_address else header_problem(value)
         if problem is not None:
             return ProviderError("invalid_email_header", f"{what} {value[:80]!r} {problem}", "permanent")
+    for name, value in message.headers.items():
+        if not HEADER_NAME.fullmatch(name):
+            return ProviderError("invalid_email_header", f"header name {name[:80]!r} is not a header field name",
+                                 "permanent")
+        problem = header_problem(value)
+        if problem is not None:
+            return ProviderError("invalid_email_header", f"{name} {value[:80]!r} {problem}", "permanent")
     return None
 
 
@@ -112,15 +123,15 @@ class ElasticEmailProvider:
         problem = email_header_problem(message)
         if problem is not None:
             raise problem
-        return {
-            "Recipients": {"To": [message.to]},
-            "Content": {
-                "From": from_header(message.sender, message.sender_name),
-                "Subject": message.subject or "",
-                "Body": [{"ContentType": "PlainText", "Charset": "utf-8", "Content": without_unencodable(message.body)}],
-                "Postback": str(message.touch_run_id),
-            },
+        content: dict[str, Any] = {
+            "From": from_header(message.sender, message.sender_name),
+            "Subject": message.subject or "",
+            "Body": [{"ContentType": "PlainText", "Charset": "utf-8", "Content": without_unencodable(message.body)}],
+            "Postback": str(message.touch_run_id),
         }
+        if message.headers:  # EmailContent.Headers: an object of string -> string (SPEC §19: List-Unsubscribe)
+            content["Headers"] = dict(message.headers)
+        return {"Recipients": {"To": [message.to]}, "Content": content}
 
     async def send(self, message: OutboundMessage, *, deadline: float) -> SendResult:
         body = json.dumps(self.request_body(message), ensure_ascii=False).encode()

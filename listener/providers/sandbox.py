@@ -5,7 +5,9 @@ Nothing here ever reaches a real provider. One aiohttp server answers, on one po
 * Twilio ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``.../Calls.json`` (Basic auth, form fields,
   Twilio-shaped JSON answers and error bodies: ``{"code", "message", "more_info", "status"}``);
 * ElasticEmail ``POST /v4/emails/transactional`` (``X-ElasticEmail-ApiKey``, JSON in, ``{"TransactionID",
-  "MessageID"}`` out, errors as ``{"Error": ...}``);
+  "MessageID"}`` out, errors as ``{"Error": ...}``; ``Content.Headers`` checked as ElasticEmail's definition has it —
+  an object of string values, each name a header field name, no CR/LF — and recorded as ``email_headers``, so the
+  one-click ``List-Unsubscribe`` pair of SPEC §19 can be seen);
 * a control API under ``/_sandbox/`` for out-of-process use (the demo, the benchmark).
 
 Every request is recorded (:class:`RecordedRequest`). Answers are programmable: a default mode, rules by
@@ -155,6 +157,7 @@ class RecordedRequest:
     kind: RequestKind
     to: str | None
     touch_run_id: str | None = None  # ElasticEmail Content.Postback
+    email_headers: dict[str, str] | None = None  # ElasticEmail Content.Headers (SPEC §19: List-Unsubscribe …)
     authorized: bool = False
     status: int | None = None  # what the sandbox answered; None while pending or for a hang
     answer: str | None = None  # the mode that produced the answer
@@ -632,6 +635,9 @@ class SandboxProviders:
         rec = self._record(
             request, body, "email", to, authorized, postback if isinstance(postback, str) else None
         )
+        headers = content.get("Headers") if isinstance(content, dict) else None
+        if isinstance(headers, dict):
+            rec.email_headers = {str(k): v if isinstance(v, str) else repr(v) for k, v in headers.items()}
         if not authorized:
             return self._finish(rec, _json(401, {"Error": "Access denied: invalid API key (SANDBOX)"}))
         problem = self._email_problem(document, to_list, content)
@@ -692,7 +698,7 @@ class SandboxProviders:
         for t in to_list:
             if any(ch in t for ch in '<>,;"') or any(ch.isspace() for ch in t):
                 return f"Recipients.To {t!r} is not a bare e-mail address"
-        return None
+        return _email_headers_problem(content.get("Headers"))
 
     # --- control API -----------------------------------------------------------------------------------
 
@@ -948,6 +954,27 @@ class SandboxProviders:
         except (ValueError, KeyError, TypeError) as exc:
             return _json(400, {"error": str(exc)})
         return _json(200, {"rules": dict(self._delivery_rules)})
+
+
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §3.6.8: printable US-ASCII but the colon
+
+
+def _email_headers_problem(headers: Any) -> str | None:
+    """EmailContent.Headers as ElasticEmail's definition has it (/work/shared/provider-api: an object whose values
+    are strings — ``additionalProperties: {type: string}``), each name a header field name and each value free of
+    CR, LF and NUL (a header that would inject another one is refused, like Subject's)."""
+    if headers is None:
+        return None
+    if not isinstance(headers, dict):
+        return f"Content.Headers must be an object of string values, not {type(headers).__name__}"
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            return f"Content.Headers.{name} must be a string, not {type(value).__name__}"
+        if not _HEADER_NAME.fullmatch(name):
+            return f"Content.Headers: {name!r} is not a header field name"
+        if _HEADER_BREAK.search(value):
+            return f"Content.Headers.{name} must not contain CR, LF or NUL (header injection)"
+    return None
 
 
 @dataclass(slots=True)

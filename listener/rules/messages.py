@@ -69,6 +69,9 @@ def render_text(text: str, variables: Mapping[str, object]) -> str:
         name = match.group(1)
         value = variables.get(name)
         if value is None:
+            if name == "unsubscribe_url":  # the daemon's own (SPEC §19), only with a public URL
+                raise TouchFailure("missing_variable", "template needs {unsubscribe_url}, which exists only when "
+                                   "REVENUE_ASI_PUBLIC_URL (and REVENUE_ASI_UNSUBSCRIBE_SECRET) are set")
             raise TouchFailure(
                 "missing_variable", f"template needs {{{name}}} but delivery.variables has no {name}"
             )
@@ -82,8 +85,10 @@ def render_message(
     channel: str,
     templates: Mapping[tuple[str, str], Template],
     base_variables: Mapping[str, object],
+    system_variables: Mapping[str, object] | None = None,
 ) -> RenderedMessage:
-    """The subject (email) and body to send on ``channel``, or a permanent TouchFailure."""
+    """The subject (email) and body to send on ``channel``, or a permanent TouchFailure. ``system_variables``
+    (``{unsubscribe_url}``, SPEC §19) are the daemon's own and win over ``delivery.variables``."""
     language = language_of(payload)
     delivery = payload.delivery
     override = delivery.channel_overrides.get(channel) if delivery is not None else None
@@ -105,6 +110,7 @@ def render_message(
     variables = {k: v for k, v in base_variables.items() if v is not None}
     if delivery is not None:
         variables.update({k: v for k, v in delivery.variables.items() if v is not None})
+    variables.update({k: v for k, v in (system_variables or {}).items() if v is not None})
 
     rendered_body = render_text(body, variables)
     if not rendered_body.strip():

@@ -29,6 +29,7 @@ from listener.rules.errors import TouchFailure
 
 QUIET_HOURS, SEND_WINDOW, HOLIDAY, SENDER_CAP, LEAD_CAP = (
     "quiet_hours", "send_window", "holiday", "sender_cap", "lead_cap")
+OUT_OF_OFFICE = "out_of_office"  # SPEC §19: the lead's pause (listener/engine/dispatcher.py, reactions)
 QUIET_HOURS_CHANNELS = frozenset({"voice", "sms", "whatsapp"})  # email is not bound by quiet hours (§13)
 INVALID_SEND_RULES = "invalid_send_rules"
 CAP_WINDOW = timedelta(hours=24)

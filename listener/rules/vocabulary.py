@@ -60,6 +60,8 @@ REPLY_NEGATIVE = "reply_negative"
 APPOINTMENT_BOOKED = "appointment_booked"
 DO_NOT_CONTACT = "do_not_contact"
 UNSUBSCRIBE = "unsubscribe"
+# out-of-office replies (§19): not a stop event, a pause
+REPLY_OUT_OF_OFFICE = "reply_out_of_office"
 
 DEFAULT_STOP_EVENTS: Final[tuple[str, ...]] = (REPLY_POSITIVE, APPOINTMENT_BOOKED, DO_NOT_CONTACT)
 SUPPRESSION_EVENTS: Final[tuple[str, ...]] = (DO_NOT_CONTACT, UNSUBSCRIBE)
@@ -67,4 +69,6 @@ INBOUND_STOP_TYPES: Final[tuple[str, ...]] = (REPLY_POSITIVE, REPLY_NEGATIVE, AP
                                               UNSUBSCRIBE)
 
 # touch_deferred.reason (§13)
-DEFERRAL_REASONS: Final = ("quiet_hours", "send_window", "holiday", "sender_cap", "lead_cap")
+DEFERRAL_REASONS: Final = ("quiet_hours", "send_window", "holiday", "sender_cap", "lead_cap", "out_of_office")
+# event_source of the one-click unsubscribe (§19)
+ONE_CLICK = "one_click"

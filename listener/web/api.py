@@ -1,5 +1,5 @@
-"""The JSON API and Command OS (SPEC §14). Each intent is the one implementation the CLI uses too
-(listener/intents); reads run in a read-only, time-limited transaction, lead.enroll in a time-limited one."""
+"""The JSON API and Command OS (SPEC §14, §18). Each intent is the one implementation the CLI uses too
+(listener/intents); reads and previews run in a read-only, time-limited transaction, writes in a time-limited one."""
 
 from __future__ import annotations
 
@@ -8,10 +8,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
-from listener.intents.command_os import EXAMPLES, INTENTS, KNOWN_INTENTS, CommandError, check_args, resolve
-from listener.intents.lead import LeadError, LeadNotFound, jsonable
+from listener.intents.command_os import (
+    EXAMPLES,
+    INTENTS,
+    KNOWN_INTENTS,
+    CommandError,
+    Context,
+    check_args,
+    resolve_text,
+    run_command,
+)
+from listener.intents.errors import IntentError, ModelUnavailable
+from listener.intents.lead import jsonable
 from listener.rules import safejson
 from listener.rules.vocabulary import CHANNELS, TOUCH_STATUSES
 from listener.store.queries import Q
@@ -31,8 +42,9 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def unknown_command(message: str) -> web.Response:
-    return error(422, message, known_intents=list(KNOWN_INTENTS), examples={k: list(v) for k, v in EXAMPLES.items()})
+def unknown_command(message: str, status: int = 422) -> web.Response:
+    return error(status, message, known_intents=list(KNOWN_INTENTS),
+                 examples={k: list(v) for k, v in EXAMPLES.items()})
 
 
 def parse_uuid(value: str | None, what: str) -> uuid.UUID | None:
@@ -59,15 +71,19 @@ async def json_body(request: web.Request) -> Any:
 
 
 async def run_intent(request: web.Request, name: str, args: dict[str, uuid.UUID]) -> dict[str, Any]:
+    """An intent run directly by its own route (GET /api/status, /api/leads/{id}, POST …/enroll), as in v1: no
+    preview, no command_runs row. Command OS goes through run_command."""
     intent = INTENTS[name]
-    region = request.app[SETTINGS].default_region
+    ctx = Context(region=request.app[SETTINGS].default_region, actor=DASHBOARD)
     connection = writable(request.app) if intent.writes else read_only(request.app)
     async with connection as conn:
-        return await intent.run(conn, args, region)
+        return await intent.run(conn, args, ctx)
 
 
-def intent_error(exc: LeadError) -> web.Response:
-    return error(404 if isinstance(exc, LeadNotFound) else 409, str(exc))
+def intent_error(exc: IntentError) -> web.Response:
+    """404 (unknown campaign, lead, touch), 409 (an ambiguous name with `candidates`, a touch no longer cancelable
+    with its `status`, a lead already enrolled, an archived campaign)."""
+    return web.json_response({"error": str(exc), **exc.details}, status=exc.status, dumps=_dumps)
 
 
 async def api_status(request: web.Request) -> web.Response:
@@ -79,7 +95,7 @@ async def api_lead(request: web.Request) -> web.Response:
     assert lead_id is not None
     try:
         return web.json_response(await run_intent(request, "lead.inspect", {"lead_id": lead_id}), dumps=_dumps)
-    except LeadError as exc:
+    except IntentError as exc:
         return intent_error(exc)
 
 
@@ -92,7 +108,7 @@ async def api_enroll(request: web.Request) -> web.Response:
     assert lead_id is not None and campaign_id is not None
     try:
         result = await run_intent(request, "lead.enroll", {"lead_id": lead_id, "campaign_id": campaign_id})
-    except LeadError as exc:
+    except IntentError as exc:
         return intent_error(exc)
     return web.json_response(result, status=201, dumps=_dumps)
 
@@ -159,10 +175,27 @@ async def api_events(request: web.Request) -> web.Response:
     return web.json_response({"events": jsonable([dict(r) for r in rows])}, dumps=_dumps)
 
 
+DASHBOARD = "dashboard"  # command_runs.actor for the dashboard and the API: signed in by token, no user names
+COMMAND_SHAPE = 'send {"intent": "...", "args": {...}} or {"text": "..."}, with "confirm": true to run a write'
+
+
 async def command_os(request: web.Request) -> web.Response:
+    """POST /api/command-os (SPEC §14, §18): `{"intent", "args"}` or `{"text"}` (the rules, then the optional model),
+    with `"confirm": true` to run a write. A read answers {intent, args, result}; a write without confirmation
+    {intent, args, preview, confirm_required: true} and changes nothing; a confirmed write {intent, args, result,
+    command_run_id}. `text` beside `intent` is what was typed (recorded in command_runs, not resolved again). A write
+    the model chose is always answered with its preview (`resolved_by: "model"`): confirm it with its intent and
+    args. 422: not understood (with the known intents and examples); 404 / 409: see intent_error; 503: the model
+    did not answer in time, or the database did not."""
     body = await json_body(request)
     if not isinstance(body, dict):
-        return unknown_command('send {"intent": "...", "args": {...}} or {"text": "..."}')
+        return unknown_command(COMMAND_SHAPE)
+    settings = request.app[SETTINGS]
+    confirm = body.get("confirm", False)
+    if not isinstance(confirm, bool):
+        return unknown_command(f"confirm must be true or false, got {_json_type(confirm)}")
+    text = body.get("text") if isinstance(body.get("text"), str) else None
+    resolved_by = None
     try:
         if "intent" in body:
             name = body["intent"]
@@ -172,19 +205,28 @@ async def command_os(request: web.Request) -> web.Response:
                 return unknown_command(f"unknown intent {str(name)[:60]!r}")
             raw_args = body.get("args")  # absent or null: no arguments; any other non-object is refused
         elif "text" in body:
-            resolved = resolve(body["text"])
-            name, raw_args = resolved.intent, resolved.args
+            resolved = await resolve_text(body["text"], settings)
+            name, raw_args, resolved_by = resolved.intent, resolved.args, resolved.by
+            if resolved.by == "model":
+                confirm = False  # a model's choice is never run unseen: it comes back as a preview
         else:
-            return unknown_command('send {"intent": "...", "args": {...}} or {"text": "..."}')
+            return unknown_command(COMMAND_SHAPE)
         args = check_args(name, raw_args)
     except CommandError as exc:
         return unknown_command(str(exc))
+    except ModelUnavailable as exc:
+        return unknown_command(f"{exc}: write the command as one of the examples", status=503)
     try:
-        result = await run_intent(request, name, args)
-    except LeadError as exc:
+        answer = await run_command(lambda readonly: read_only(request.app) if readonly else writable(request.app),
+                                   name, args, confirm=confirm, actor=DASHBOARD, text=text,
+                                   region=settings.default_region)
+    except IntentError as exc:
         return intent_error(exc)
-    return web.json_response({"intent": name, "args": {k: str(v) for k, v in args.items()}, "result": result},
-                             dumps=_dumps)
+    except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError):
+        return error(503, "the database did not answer in time: nothing was changed; try again")
+    if resolved_by is not None:
+        answer["resolved_by"] = resolved_by
+    return web.json_response(answer, dumps=_dumps)
 
 
 def _json_type(value: Any) -> str:

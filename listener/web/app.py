@@ -44,8 +44,9 @@ def check_bind(settings: Settings, host: str) -> None:
 
 
 def create_app(settings: Settings, url: str) -> web.Application:
-    from listener.web import dashboard, guard, webhooks
+    from listener.web import dashboard, guard, unsubscribe, webhooks
 
+    settings.check_unsubscribe_secret()  # SPEC §19: a public URL needs REVENUE_ASI_UNSUBSCRIBE_SECRET (SettingsError)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[DATABASE_URL] = url
@@ -53,6 +54,7 @@ def create_app(settings: Settings, url: str) -> web.Application:
     guard.setup(app)
     webhooks.setup(app)
     dashboard.setup(app)
+    unsubscribe.setup(app)  # SPEC §19: /u/{token}, public
     return app
 
 

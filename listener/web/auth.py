@@ -1,6 +1,7 @@
 """REVENUE_ASI_DASHBOARD_TOKEN (SPEC §14): with it set, pages, /api/* and /metrics need `Authorization: Bearer
 <token>` or the session cookie the login form sets; without either they answer 401. Provider webhooks keep their
-own authentication (§12) and the probes (/healthz, /readyz) stay open. Without a token the application serves
+own authentication (§12), the one-click unsubscribe links /u/{token} are signed (§19), and the probes (/healthz,
+/readyz) stay open. Without a token the application serves
 loopback only (app.check_bind).
 
 Sessions (issue 17): each sign-in draws a random cookie value and stores a keyed hash of it in
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 COOKIE = SESSION_COOKIE
 SESSION_S = 12 * 3600
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login", "/logout"})
-OPEN_PREFIXES = ("/webhooks/", "/webhooks", "/static")
+OPEN_PREFIXES = ("/webhooks/", "/webhooks", "/static", "/u/")  # /u/{token}: one-click unsubscribe (SPEC §19)
 _COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32): anything else is no session of ours
 _NEXT_CHARACTERS = re.compile(r"[\x21-\x7e]{1,2000}")  # printable ASCII, no space: what request.path_qs gives
 MAX_FAILURES = 5

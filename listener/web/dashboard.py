@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from listener.store.database import CONNECTION_ERRORS, DatabaseError
-from listener.web import api, auth, feed, guard, health, pages
+from listener.web import api, auth, feed, guard, health, pages, timeseries
 from listener.web.render import ENV_KEY, environment, page
 
 log = logging.getLogger(__name__)
@@ -59,4 +59,5 @@ def setup(app: web.Application) -> None:
     api.setup(app)
     feed.setup(app)
     pages.setup(app)
+    timeseries.setup(app)
     app.router.add_static("/static", STATIC_DIR)

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from listener.intents.lead import LeadError, inspect_lead
+from listener.intents.report import STAGES, report_funnels
 from listener.intents.status import (
     cadences_section,
     failures_last_hour,
@@ -30,18 +34,44 @@ from listener.rules.vocabulary import (
     TOUCH_UNDELIVERED,
 )
 from listener.store.queries import Q
-from listener.web.api import BadRequest, fetch_touches, parse_uuid, touch_filters
+from listener.web import charts
+from listener.web.api import EPOCH, BadRequest, fetch_touches, parse_uuid, touch_filters
 from listener.web.app import SETTINGS
 from listener.web.db import read_only
 from listener.web.render import jsonable, page, scrub
+from listener.web.timeseries import DEFAULT_MINUTES, timeseries
 
 LEASE_WARN_S = 30
 CAMPAIGNS_SHOWN = 200
 JOBS_SHOWN = 100
+FUNNEL_DAYS = 30  # the window of the funnels on /campaigns (report.funnel's default)
+FUNNEL_REFRESH_S = 30.0
+COMMANDS_SHOWN = 50
 # delivery status from §12 events, for databases without touch_runs.delivery_status (or touches it never set)
 DELIVERY_FROM_EVENT = {TOUCH_DELIVERED: "delivered", TOUCH_READ: "read", TOUCH_UNDELIVERED: "undelivered",
                        EMAIL_BOUNCED: "undelivered"}
 OUTCOMES = {TOUCH_SENT: "sent", TOUCH_FAILED: "failed", TOUCH_CANCELED: "canceled"}
+
+
+class FunnelCache:
+    """The funnels on /campaigns, computed at most every FUNNEL_REFRESH_S by each web process: report.funnel over
+    30 days reads every touch sent in them (a few hundred ms at 1 M touches, bench.dashboard), and such a window does
+    not move in the 3 s between two refreshes of the page. report.funnel asked through Command OS is always fresh."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.key: tuple[uuid.UUID, ...] | None = None
+        self.at = 0.0
+        self.reports: dict[uuid.UUID, dict[str, Any]] = {}
+
+    def get(self, key: tuple[uuid.UUID, ...]) -> dict[uuid.UUID, dict[str, Any]] | None:
+        return self.reports if key == self.key and self.clock() - self.at < FUNNEL_REFRESH_S else None
+
+    def put(self, key: tuple[uuid.UUID, ...], reports: dict[uuid.UUID, dict[str, Any]]) -> None:
+        self.key, self.at, self.reports = key, self.clock(), reports
+
+
+FUNNELS = web.AppKey("campaign_funnels", FunnelCache)
 
 
 async def overview_data(app: web.Application) -> dict[str, Any]:
@@ -61,11 +91,15 @@ async def overview_data(app: web.Application) -> dict[str, Any]:
         jobs = await jobs_section(conn)
         heartbeats = [dict(r) for r in await conn.fetch(Q.dash_heartbeats)]
         paced_senders = await paced_senders_section(conn)
+        last_hour = await timeseries(conn, DEFAULT_MINUTES)
     feed = app.get(FEED)
     return {"queue": queue, "deferred": deferred, "by_channel": by_channel, "failures": failures,
             "cadences": cadences, "cadence_statuses": CAMPAIGN_LEAD_STATUSES, "jobs": jobs,
             "heartbeats": heartbeats, "alive": sum(1 for h in heartbeats if h["alive"]),
-            "feed_connected": bool(feed and feed.connected), "paced_senders": paced_senders}
+            "feed_connected": bool(feed and feed.connected), "paced_senders": paced_senders,
+            "timeseries": last_hour,
+            "throughput_chart": charts.throughput(last_hour["series"], last_hour["channels"]),
+            "latency_chart": charts.latency(last_hour["series"])}
 
 
 async def index(request: web.Request) -> web.Response:
@@ -129,6 +163,11 @@ async def campaigns(request: web.Request) -> web.Response:
     async with read_only(request.app) as conn:
         rows = [dict(r) for r in await conn.fetch(Q.dash_campaigns, CAMPAIGNS_SHOWN)]
         funnel = await conn.fetch(Q.dash_campaign_funnel, [r["id"] for r in rows])
+        key = tuple(r["id"] for r in rows)
+        reports = request.app[FUNNELS].get(key)
+        if reports is None:
+            reports = await report_funnels(conn, key, FUNNEL_DAYS)
+            request.app[FUNNELS].put(key, reports)
     by_campaign: dict[uuid.UUID, dict[int, dict[str, Any]]] = {}
     for f in funnel:
         step = by_campaign.setdefault(f["campaign_id"], {}).setdefault(
@@ -145,7 +184,11 @@ async def campaigns(request: web.Request) -> web.Response:
         for i, (_, step) in enumerate(funnel):
             step["reached"] = sum(sum(later["counts"].values()) for _, later in funnel[i:])
         row["funnel"] = funnel
-    return page(request, "campaigns.html", {"campaigns": rows, "statuses": CAMPAIGN_LEAD_STATUSES})
+        row["report"] = reports.get(row["id"])
+        row["funnel_charts"] = [(s, charts.funnel(s)) for s in row["report"]["steps"]] if row["report"] else []
+    return page(request, "campaigns.html", {"campaigns": rows, "statuses": CAMPAIGN_LEAD_STATUSES,
+                                            "stages": STAGES, "funnel_days": FUNNEL_DAYS,
+                                            "funnel_refresh_s": FUNNEL_REFRESH_S})
 
 
 async def jobs(request: web.Request) -> web.Response:
@@ -158,10 +201,39 @@ async def jobs(request: web.Request) -> web.Response:
     return page(request, "jobs.html", {"runs": runs, "last": last, "job": job})
 
 
+def command_cursor(value: str | None) -> tuple[Any, uuid.UUID | None]:
+    """/commands?before=<the `next` of the previous page>: microseconds since the epoch, then the id."""
+    if not value:
+        return None, None
+    at, _, raw_id = value.partition("_")
+    try:
+        return EPOCH + timedelta(microseconds=int(at)), uuid.UUID(raw_id)
+    except (ValueError, OverflowError):
+        raise BadRequest("before must be the `next` cursor of a previous page") from None
+
+
+async def commands(request: web.Request) -> web.Response:
+    """command_runs (SPEC §18), newest first, paged by cursor like /touches."""
+    before_at, before_id = command_cursor(request.query.get("before"))
+    async with read_only(request.app) as conn:
+        runs = [dict(r) for r in await conn.fetch(Q.dash_command_runs, before_at, before_id, COMMANDS_SHOWN)]
+    secrets = request.app[SETTINGS].secrets()
+    for run in runs:
+        for key in ("args", "preview", "result"):
+            run[key] = scrub(jsonable(run[key]), secrets)
+    cursor = None
+    if len(runs) == COMMANDS_SHOWN:
+        last = runs[-1]
+        cursor = f"{(last['created_at'] - EPOCH) // timedelta(microseconds=1)}_{last['id']}"
+    return page(request, "commands.html", {"runs": runs, "next": cursor})
+
+
 def setup(app: web.Application) -> None:
+    app[FUNNELS] = FunnelCache()
     app.router.add_get("/", index)
     app.router.add_get("/touches", touches)
     app.router.add_get("/touches/{touch_id}", touch)
     app.router.add_get("/leads/{lead_id}", lead)
     app.router.add_get("/campaigns", campaigns)
     app.router.add_get("/jobs", jobs)
+    app.router.add_get("/commands", commands)

@@ -59,11 +59,42 @@ def pretty(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def compact(value: Any, limit: int = 160) -> str:
+    """JSON on one line, cut at `limit` characters (the full value goes in a title or a JSON block)."""
+    text = json.dumps(jsonable(value), sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def summary(value: Any, limit: int = 240) -> str:
+    """An object in one readable line: its plain values first ("touches_canceled 1"), then its small objects
+    ("status from=active to=paused") and lists by their length; anything else as compact JSON."""
+    if not isinstance(value, dict):
+        return compact(value, limit)
+    value = jsonable(value)
+    parts = [f"{k} {v}" for k, v in value.items() if _plain(v)]
+    for k, v in value.items():
+        if isinstance(v, dict):
+            parts.append(f"{k} " + (" ".join(f"{kk}={vv}" for kk, vv in v.items()) if all(map(_plain, v.values()))
+                                    else "{…}"))
+        elif isinstance(v, list):
+            parts.append(f"{k} [{len(v)}]")
+    text = " · ".join(parts)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def percent(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1%}"
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("listener.web", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]),
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(when=when, ago=ago, short=short, pretty=pretty)
+    env.filters.update(when=when, ago=ago, short=short, pretty=pretty, compact=compact, summary=summary, percent=percent)
     return env
 
 

@@ -11,6 +11,7 @@ import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -18,6 +19,7 @@ from uuid import UUID
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from listener.inbound.absence import out_of_office_payload
 from listener.inbound.classify import classify
 from listener.inbound.status import (
     StatusEffect,
@@ -28,7 +30,7 @@ from listener.inbound.status import (
     twilio_call_status,
     twilio_message_status,
 )
-from listener.rules.vocabulary import REPLY_NEGATIVE, REPLY_POSITIVE, RESUBSCRIBE, UNSUBSCRIBE
+from listener.rules.vocabulary import REPLY_NEGATIVE, REPLY_OUT_OF_OFFICE, REPLY_POSITIVE, RESUBSCRIBE, UNSUBSCRIBE
 from listener.settings import Settings
 from listener.store.database import CONNECTION_ERRORS
 from listener.store.queries import Q
@@ -47,7 +49,7 @@ _SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
 _STATUS = re.compile(r"^[A-Za-z_-]{1,40}$")
 _SHORT = re.compile(r"^[^\x00-\x1f]{0,100}$")
 FOLLOW_UP_EVENTS = {"opt_out": UNSUBSCRIBE, "opt_in": RESUBSCRIBE, "positive": REPLY_POSITIVE,
-                    "negative": REPLY_NEGATIVE}
+                    "negative": REPLY_NEGATIVE, "out_of_office": REPLY_OUT_OF_OFFICE}
 SECRET_PARAMS = frozenset({"token"})
 VALIDATOR = web.AppKey("twilio_validator", RequestValidator)
 
@@ -247,8 +249,16 @@ async def twilio_inbound(request: web.Request) -> web.Response:
         payload = {"body": body, "provider_message_id": sid, "classification": classification}
         if opt_out_type:
             payload["opt_out_type"] = opt_out_type
+        pause = None
+        if lead_id is not None and classification == "out_of_office":  # SPEC §19: until when, in the lead's zone
+            clock = await conn.fetchrow(Q.inbound_lead_clock, lead_id)
+            pause = await asyncio.to_thread(  # dateparser: CPU work (its first call loads its language data)
+                out_of_office_payload, body, datetime.now(UTC), lead_timezone=clock["lead_timezone"] if clock else None,
+                enriched_timezone=clock["enriched_timezone"] if clock else None,
+                phone=(clock["phone"] if clock else None) or strip_whatsapp(sender),
+                default_timezone=settings.default_timezone, default_region=settings.default_region)
         row = await conn.fetchrow(Q.record_inbound_message, f"twilio:inbound:{sid}", _stored(params), lead_id,
-                                  channel, payload, follow_up, outcome)
+                                  channel, payload, follow_up, outcome, pause)
     if row is None:
         return _ok("duplicate")
     return _ok(row["outcome"], classification=classification)

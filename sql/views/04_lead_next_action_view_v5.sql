@@ -1,8 +1,11 @@
 -- The brain (SPEC §8): one recommendation per lead, in this order of precedence:
 --   stop_all   unsubscribed / do_not_contact
 --   cooldown   reply_negative within 30 days (delay = minutes until the cooldown ends)
---   do_nothing a positive reply or an appointment (a human has it; an upcoming booked one too), no contact value at all,
---              or touched within the last 45 days with nothing open (delay = minutes until reactivation)
+--   do_nothing a positive reply or an appointment (a human has it; an upcoming booked one too)
+--   cooldown   paused out of office (SPEC §19: lead_pause_status in force; delay = minutes until outreach resumes,
+--              09:00 lead-local the day after the return date)
+--   do_nothing no contact value at all, or touched within the last 45 days with nothing open (delay = minutes until
+--              reactivation)
 --   send       open touches or an active campaign (delay = minutes until the next open touch is due),
 --              or never touched at all
 --   reactivate touched before (a touch_sent or touch_failed), nothing open, no active campaign, last outbound older than 45 days
@@ -30,7 +33,9 @@ with facts as (
             where cl.lead_id = c.lead_id and cl.status = 'active' and cp.status = 'active') as in_active_campaign,
     -- SPEC §15: a lead with an upcoming appointment is never reactivated (even before appointment_booked is written)
     exists (select 1 from appointments a
-            where a.lead_id = c.lead_id and a.status = 'booked' and a.starts_at > now()) as has_upcoming_appointment
+            where a.lead_id = c.lead_id and a.status = 'booked' and a.starts_at > now()) as has_upcoming_appointment,
+    pz.until                                                 as paused_until,
+    pz.resume_at                                             as resumes_at
   from lead_contacts_v1 c
   join leads l on l.id = c.lead_id
   join lead_suppression_status_v1 sup on sup.lead_id = c.lead_id
@@ -46,6 +51,7 @@ with facts as (
     from core_memory_events e
     where e.lead_id = c.lead_id
   ) ev on true
+  left join lateral (select p.until, p.resume_at from lead_pause_status(c.lead_id, now()) p where p.in_force) pz on true
   left join lateral (
     select count(*) as open_touches, min(t.scheduled_at) as next_due_at
     from touch_runs t
@@ -58,6 +64,7 @@ decided as (
       when f.is_unsubscribed then 'stop_all'
       when f.in_negative_cooldown then 'cooldown'
       when coalesce(f.has_positive, false) or f.has_upcoming_appointment then 'do_nothing'
+      when f.resumes_at is not null then 'cooldown'
       when not (f.has_phone or f.has_email) then 'do_nothing'
       when f.open_touches > 0 or f.in_active_campaign then 'send'
       when f.last_outbound_at is null then 'send'
@@ -80,7 +87,9 @@ select
   -- at most 2^31 - 1 minutes: a touch due in year 9999 is valid data and must not overflow the int (SPEC §11)
   least(2147483647, case d.recommended_action
     -- until the cooldown ends (not reactivation_eligible_at, which may be later: 45 days after the last touch)
-    when 'cooldown' then greatest(0, ceil(extract(epoch from (d.last_negative_at + interval '720 hours' - now())) / 60))
+    when 'cooldown' then greatest(0, ceil(extract(epoch from (
+      case when d.in_negative_cooldown then d.last_negative_at + interval '720 hours' else d.resumes_at end
+      - now())) / 60))
     when 'send' then greatest(0, ceil(extract(epoch from (coalesce(d.next_due_at, now()) - now())) / 60))
     when 'do_nothing' then case when d.reactivation_eligible_at is null then null
                            else greatest(0, ceil(extract(epoch from (d.reactivation_eligible_at - now())) / 60)) end
@@ -92,5 +101,7 @@ select
   d.last_outbound_at,
   d.open_touches,
   d.in_active_campaign,
-  d.has_upcoming_appointment
+  d.has_upcoming_appointment,
+  d.paused_until,  -- SPEC §19: out of office until (null: no pause in force)
+  d.resumes_at
 from decided d;

@@ -179,3 +179,42 @@ cross join lateral (select count(*)::bigint as n from touch_runs t
                     where t.account_id = p.account_id and t.channel = p.channel
                       and t.status in ('queued', 'scheduled') and t.scheduled_at <= now()) waiting
 order by p.account_name, p.account_id, p.channel
+
+-- name: dash_timeseries
+-- GET /api/timeseries and the charts on / (SPEC §18): per minute over the last $1 minutes (this one included, so
+-- the window starts at the top of the minute $1 - 1 minutes ago), rows of three kinds:
+--   'sent'    touches whose sent_at falls in the minute, per channel (channel null: all channels), with the
+--             due-to-provider latency of those touches, sent_at - greatest(scheduled_at, created_at), as p50 and
+--             p99 in milliseconds (percentile_disc: a latency some touch had, not an interpolation);
+--             touch_runs_sent_at (0015), index-only;
+--   'failed'  touch_failed events of the minute per channel (the moment each touch failed);
+--             core_memory_events_touch_failed (0015), index-only;
+--   'window'  the first minute of the window (every minute is listed, also those without a row).
+-- sent_at is written by the completer with the touch_sent event, in one statement, once the provider answered: the
+-- latency runs from the moment the touch was due to the moment its send was recorded (the provider's answer).
+with w as (select date_trunc('minute', now()) - make_interval(mins => $1::int - 1) as since,
+                  date_trunc('minute', now()) + interval '1 minute' as until)
+select 'sent' as kind, date_trunc('minute', t.sent_at) as minute, t.channel, count(*)::bigint as n,
+       (extract(epoch from percentile_disc(0.5) within group (
+          order by t.sent_at - greatest(t.scheduled_at, t.created_at))) * 1000)::float8 as p50_ms,
+       (extract(epoch from percentile_disc(0.99) within group (
+          order by t.sent_at - greatest(t.scheduled_at, t.created_at))) * 1000)::float8 as p99_ms
+from touch_runs t, w
+where t.status = 'sent' and t.sent_at >= w.since and t.sent_at < w.until
+group by grouping sets ((date_trunc('minute', t.sent_at), t.channel), (date_trunc('minute', t.sent_at)))
+union all
+select 'failed', date_trunc('minute', e.created_at), coalesce(e.channel, 'unknown'), count(*)::bigint, null, null
+from core_memory_events e, w
+where e.event_type = 'touch_failed' and e.created_at >= w.since and e.created_at < w.until
+group by 2, 3
+union all
+select 'window', w.since, null, null, null, null from w
+
+-- name: dash_command_runs
+-- /commands: the Command OS writes that ran (SPEC §18), newest first; keyset pagination on (created_at, id) as
+-- /touches ($1, $2: the last row of the previous page), $3 rows.
+select id, created_at, actor, text, intent, args, preview, result, error
+from command_runs
+where ($1::timestamptz is null or (created_at, id) < ($1, $2::uuid))
+order by created_at desc, id desc
+limit $3

@@ -118,12 +118,16 @@ select
    where e.lead_id = t.lead_id and e.event_type = 'reply_received' and e.channel = 'whatsapp') as last_whatsapp_reply_at,
   stop.event_type as stop_event,
   now() as checked_at,
-  t.more_due, t.turn as claim_turn, t.served_before
+  t.more_due, t.turn as claim_turn, t.served_before,
+  pause.resume_at as pause_resume_at, pause.lead_timezone as pause_timezone
 from claimed t
 join leads l on l.id = t.lead_id
 join lead_contacts_v1 c on c.lead_id = t.lead_id
 join lead_suppression_status_v1 s on s.lead_id = t.lead_id
 left join lateral touch_first_stop_event(t.lead_id, t.campaign_id, t.step, t.payload) stop on true
+-- SPEC §19: the lead is paused out of office until resume_at (the dispatcher defers the touch to then)
+left join lateral (select p.resume_at, p.lead_timezone from lead_pause_status(t.lead_id, now()) p
+                   where p.in_force) pause on true
 left join lead_enriched le on le.lead_id = t.lead_id
 left join account_provider_settings ps
   on ps.account_id = t.account_id and ps.channel = t.channel and ps.is_default

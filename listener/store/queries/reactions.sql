@@ -12,7 +12,7 @@ using (select event_id from event_reactions
       core_memory_events e
 where r.event_id = pick.event_id and e.id = r.event_id
 returning e.id, e.lead_id, e.event_type, e.payload ->> 'touch_run_id' as touch_run_id, e.created_at, r.attempts,
-          e.payload ->> 'failure_class' as failure_class
+          e.payload ->> 'failure_class' as failure_class, e.payload ->> 'classification' as classification
 
 -- name: set_aside_reaction
 -- A reaction that raised, run alone: kept with its error. $7 true = given up (failed_at, shown by `status`);
@@ -174,3 +174,48 @@ with requeued as (
   select pg_notify('core_memory_events', 'wake') from requeued limit 1
 )
 select (select array_agg(event_id) from requeued) as event_ids, (select count(*) from woken) as woken
+
+-- name: defer_for_out_of_office
+-- SPEC §19: a reply_out_of_office landed. The lead's open touches (queued, scheduled; not one already being sent) due
+-- before the pause ends go back to scheduled at its resume moment (09:00 lead-local the day after `until`), with one
+-- touch_deferred event each (reason out_of_office). The pause is read from lead_pause_status, not from the event: a
+-- later out-of-office reply, or a human reply that ended the pause meanwhile, wins. $1 lead, $2 the event.
+with pause as (
+  select p.* from lead_pause_status($1::uuid, now()) p where p.in_force
+), deferred as (
+  update touch_runs t
+  set status = 'scheduled', scheduled_at = p.resume_at, locked_by = null, locked_until = null, updated_at = now()
+  from pause p
+  where t.lead_id = $1::uuid and t.status in ('queued', 'scheduled') and t.scheduled_at < p.resume_at
+  returning t.id, t.lead_id, t.channel, t.campaign_id, t.step, p.resume_at, p.until, p.lead_timezone, p.event_id
+)
+insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
+select d.lead_id, 'touch_deferred', 'out_of_office', d.channel, 'internal',
+       jsonb_strip_nulls(jsonb_build_object(
+         'touch_run_id', d.id, 'reason', 'out_of_office', 'next_at', d.resume_at, 'lead_timezone', d.lead_timezone,
+         'until', d.until, 'campaign_id', d.campaign_id, 'step', d.step, 'event_id', d.event_id,
+         'trigger_event_id', $2::uuid))
+from deferred d
+returning payload ->> 'touch_run_id' as touch_run_id
+
+-- name: resume_after_reply
+-- SPEC §19: a non-automatic reply ends an out-of-office pause at once. The lead's touches waiting for that pause
+-- (scheduled, their latest touch_deferred says out_of_office) become due now — the dispatcher then checks them as
+-- any due touch (stop events, suppression, quiet hours, caps) — with a touch_scheduled event each (reason
+-- out_of_office_ended). Nothing moves while a pause is still in force (a newer out-of-office reply). $1 lead, $2 the
+-- reply event.
+with resumed as (
+  update touch_runs t
+  set scheduled_at = now(), updated_at = now()
+  from touch_deferrals_v1 d
+  where d.id = t.id and d.lead_id = $1::uuid and d.reason = 'out_of_office'
+    and t.status = 'scheduled' and t.scheduled_at > now()
+    and not exists (select 1 from lead_pause_status($1::uuid, now()) p where p.in_force)
+  returning t.id, t.lead_id, t.channel, t.campaign_id, t.step, t.status, t.scheduled_at
+)
+insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
+select r.lead_id, 'touch_scheduled', 'out_of_office', r.channel, 'internal',
+       jsonb_build_object('touch_run_id', r.id, 'campaign_id', r.campaign_id, 'step', r.step, 'status', r.status,
+                          'scheduled_at', r.scheduled_at, 'reason', 'out_of_office_ended', 'event_id', $2::uuid)
+from resumed r
+returning payload ->> 'touch_run_id' as touch_run_id

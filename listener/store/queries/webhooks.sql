@@ -87,7 +87,8 @@ limit 1
 -- name: record_inbound_message
 -- An inbound SMS / WhatsApp: the receipt, then (matched lead only) reply_received and the classification's event.
 -- $1 dedupe_key, $2 params, $3 lead_id (null = unmatched), $4 channel, $5 event payload, $6 follow-up event type
--- (null = none), $7 outcome. No row back when the receipt already existed.
+-- (null = none), $7 outcome, $8 what the follow-up event's payload adds to $5 (null = nothing; reply_out_of_office:
+-- until, resume_at, lead_timezone …, SPEC §19). No row back when the receipt already existed.
 with receipt as (
   insert into webhook_receipts (provider, kind, dedupe_key, lead_id, params, outcome)
   values ('twilio', 'inbound_message', $1::text, $3::uuid, $2::jsonb, $7::text)
@@ -96,7 +97,8 @@ with receipt as (
 ),
 events as (
   insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
-  select r.lead_id, x.event_type, 'webhook:twilio', $4::text, 'inbound', $5::jsonb
+  select r.lead_id, x.event_type, 'webhook:twilio', $4::text, 'inbound',
+         $5::jsonb || case when x.n = 2 then coalesce($8::jsonb, '{}'::jsonb) else '{}'::jsonb end
   from receipt r
   cross join (values (1, 'reply_received'), (2, $6::text)) x(n, event_type)
   where r.lead_id is not null and x.event_type is not null
@@ -104,3 +106,11 @@ events as (
 )
 select r.lead_id, r.outcome, (select count(*) from events)::int as events
 from receipt r
+
+-- name: inbound_lead_clock
+-- The lead's clock for an out-of-office reply (SPEC §19, §13 order): its own zone, its enriched zone, its phone.
+select l.timezone as lead_timezone, le.timezone as enriched_timezone, c.phone
+from leads l
+join lead_contacts_v1 c on c.lead_id = l.id
+left join lead_enriched le on le.lead_id = l.id
+where l.id = $1
