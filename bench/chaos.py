@@ -75,7 +75,7 @@ class Load:
                 try:
                     await asyncio.wait_for(self.stop.wait(), delay)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             try:
                 if conn is None or conn.is_closed():

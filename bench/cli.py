@@ -1,4 +1,7 @@
-"""`python -m bench all|latency|throughput|scale|peer|limit|chaos [--quick] [--json PATH]`."""
+"""`python -m bench all|latency|throughput|scale|peer|limit|fair|pacing|overhead|chaos [--quick] [--json PATH]`.
+
+`all` runs latency, throughput, scale, peer, limit, fair and pacing (and overhead when --before is given);
+`all --quick` (the smoke run of tests/test_bench_smoke.py) leaves fair and pacing out: name them to run them."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.env import Env
+from bench.env import REPO, Env, describe
 
 SECTIONS = ("latency", "throughput", "scale", "peer", "limit")
+MANY_ACCOUNTS = ("fair", "pacing")  # SPEC §16; in `all`, not in `all --quick`
 
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:
@@ -29,6 +33,17 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         ((10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)),
         "scale_calls": 50 if quick else 200,
         "limit_seconds": args.limit_seconds if args.limit_seconds is not None else (3.0 if quick else 10.0),
+        "repeat": args.repeat if args.repeat is not None else (1 if quick else 3),
+        "fair": {
+            "n": args.backlog if args.backlog is not None else (2_000 if quick else 20_000),
+            "daemons": tuple(args.fair_daemons) if args.fair_daemons else ((1,) if quick else (1, 2)),
+            "trickle_s": args.trickle_ms / 1000,
+        },
+        "pacing": {
+            "n": args.paced_touches if args.paced_touches is not None else (60 if quick else 300),
+            "rate": args.max_per_second, "baseline_emails": 15 if quick else 50,
+        },
+        "overhead_n": args.overhead_touches if args.overhead_touches is not None else (2_000 if quick else 10_000),
         "chaos": {
             "kills": args.kills if args.kills is not None else (3 if quick else 10),
             "rate": args.chaos_rate if args.chaos_rate is not None else (100.0 if quick else 200.0),
@@ -40,7 +55,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> dict[str, Any]:
-    from bench import chaos, drain, latency, limit, peer, scale
+    from bench import chaos, drain, fair, latency, limit, overhead, pacing, peer, scale
 
     cfg = sizes(args)
     result: dict[str, Any] = {"meta": meta(args, cfg)}
@@ -56,6 +71,10 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
                                      latency_duration=cfg["duration"]),
             "limit": lambda: limit.run(env, cfg["limit_seconds"]),
             "chaos": lambda: chaos.run(env, **cfg["chaos"]),
+            "fair": lambda: fair.run(env, cfg["fair"]["n"], cfg["fair"]["daemons"], cfg["repeat"],
+                                     cfg["fair"]["trickle_s"]),
+            "pacing": lambda: pacing.run(env, **cfg["pacing"]),
+            "overhead": lambda: overhead.run(env, cfg["overhead_n"], cfg["repeat"], args.before, args.after),
         }
         for name in sections:
             t = time.perf_counter()
@@ -66,6 +85,7 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             print(f"[bench] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
     result["meta"]["wall_s"] = round(time.perf_counter() - started, 1)
     result["meta"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["meta"]["commit_at_end"] = describe(REPO)  # a checkout changed under a long run shows here
     return result
 
 
@@ -75,13 +95,13 @@ def meta(args: argparse.Namespace, cfg: dict[str, Any]) -> dict[str, Any]:
         "quick": args.quick, "provider_delay_ms": args.delay_ms, "sizes": cfg,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "commit": describe(REPO),
     }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("section", choices=("all", *SECTIONS, "chaos"))
+    p.add_argument("section", choices=("all", *SECTIONS, *MANY_ACCOUNTS, "overhead", "chaos"))
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--json", type=Path, help="write the JSON result here too")
     p.add_argument("--delay-ms", type=float, default=0.0, help="the fake provider's service time (default 0)")
@@ -96,13 +116,33 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario-seconds", type=float, help="chaos: seconds of load per scenario (default 10; --quick 4)")
     p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst", "fault_mix"),
                    help="chaos: run only these scenarios")
+    p.add_argument("--repeat", type=int, help="fair/overhead: repetitions per side, interleaved (default 3; --quick 1)")
+    p.add_argument("--backlog", type=int, help="fair: account A's one-transaction backlog (default 20000; --quick 2000)")
+    p.add_argument("--fair-daemons", type=int, nargs="+", help="fair: daemon counts to run (default 1 2; --quick 1)")
+    p.add_argument("--trickle-ms", type=float, default=100.0, help="fair: account B's trickle interval (default 100)")
+    p.add_argument("--paced-touches", type=int, help="pacing: the paced sender's backlog (default 300; --quick 60)")
+    p.add_argument("--max-per-second", type=float, default=5.0, help="pacing: the sender's config.max_per_second")
+    p.add_argument("--before", type=Path, help="overhead: a checkout of the commit before the fair claim "
+                                               "(git worktree add --detach /tmp/before fad94b7)")
+    p.add_argument("--after", type=Path, help="overhead: a checkout for the other side (default: this one)")
+    p.add_argument("--overhead-touches", type=int, help="overhead: touches per drain (default 10000; --quick 2000)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    sections = SECTIONS if args.section == "all" else (args.section,)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.section == "overhead" and args.before is None:
+        p.error("overhead needs --before PATH (a checkout of the commit before the change)")
+    args.before, args.after = (path.resolve() if path is not None else None for path in (args.before, args.after))
+    for path in (args.before, args.after):
+        if path is not None and not (path / "listener" / "cli.py").is_file():
+            p.error(f"{path} is not a checkout of this repository (no listener/cli.py)")
+    if args.section == "all":
+        sections = SECTIONS + (() if args.quick else MANY_ACCOUNTS) + (("overhead",) if args.before else ())
+    else:
+        sections = (args.section,)
     result = asyncio.run(run_sections(args, sections))
     text = json.dumps(result, indent=2, default=str)
     print(text)

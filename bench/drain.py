@@ -9,20 +9,22 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.env import CpuMeter, DaemonProcess, Env
-from bench.workload import Workload, duplicates, outcomes, wait_drained
+from bench.workload import STATS_FLUSH_S, XACTS, Workload, checkpoint_and_count, duplicates, outcomes, wait_drained
 from listener.store.database import connect
 
 WARMUP_PER_DAEMON = 40
 
 
 async def start_daemons(env: Env, url: str, n: int, settings: Mapping[str, Any] | None = None,
-                        names: list[str] | None = None) -> list[DaemonProcess]:
-    daemons = [env.start_daemon(url, settings, name=(names[i] if names else None)) for i in range(n)]
+                        names: list[str] | None = None, checkout: Path | None = None) -> list[DaemonProcess]:
+    daemons = [env.start_daemon(url, settings, name=(names[i] if names else None), checkout=checkout)
+               for i in range(n)]
     await asyncio.gather(*(d.wait_started() for d in daemons))
     return daemons
 
@@ -63,14 +65,19 @@ async def maybe_dashboard(url: str, open_it: bool) -> AsyncIterator[Any]:
 
 
 async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | None = None,
-                dashboard: bool = False) -> dict[str, Any]:
+                dashboard: bool = False, template: str | None = None, checkout: Path | None = None,
+                checkpoint: bool = False) -> dict[str, Any]:
+    """``template``/``checkout``: the database cloned from that template and the daemons run from that checkout
+    (another working tree, e.g. the commit before a change: bench/overhead.py); by default this checkout's.
+    ``checkpoint``: a CHECKPOINT just before the clock starts, and the transactions per touch counted."""
     assert env.pg is not None
-    url = await env.pg.fresh_database("drain")
+    url = await (env.pg.database_from(template, "drain") if template else env.pg.fresh_database("drain"))
     workload = await Workload(url).setup(n + WARMUP_PER_DAEMON * daemons)
-    procs = await start_daemons(env, url, daemons, settings)
+    procs = await start_daemons(env, url, daemons, settings, checkout=checkout)
     try:
         await warm_up(env, workload, WARMUP_PER_DAEMON * daemons)
         await env.sandbox.reset()
+        xacts_before = await checkpoint_and_count(url) if checkpoint else None
         meter = CpuMeter(env, procs)
         meter.start()
         async with maybe_dashboard(url, dashboard) as open_dashboard:
@@ -82,9 +89,12 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
             feed_events = open_dashboard.events if open_dashboard is not None else None
         cpu = meter.stop()
         requests = await env.sandbox.requests()
+        if xacts_before is not None:
+            await asyncio.sleep(STATS_FLUSH_S)
         conn = await connect(url)
         try:
             counts = await outcomes(conn)
+            xacts = await conn.fetchval(XACTS) - xacts_before if xacts_before is not None else None
         finally:
             await conn.close()
     finally:
@@ -102,6 +112,7 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         "outcomes": counts,
         "cpu_s": cpu, "cpu_us_per_touch": {k: round(v / n * 1e6) for k, v in cpu.items()},
         "settings": dict(settings or {}), "dashboard_open": dashboard, "dashboard_feed_events": feed_events,
+        **({"transactions_per_touch": round(xacts / n, 2)} if xacts is not None else {}),
     }
 
 

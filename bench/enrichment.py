@@ -19,11 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 from listener.engine.daemon import Daemon
-from listener.store.database import connect
 from listener.providers.sandbox import SandboxProviders
 from listener.settings import load_settings
+from listener.store.database import connect
 from listener.testing import EmbeddedTestServer
 
 

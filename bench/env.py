@@ -15,9 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -50,17 +52,50 @@ class PgServer(EmbeddedTestServer):
     async def fresh_database(self, prefix: str = "b") -> str:
         return await super().fresh_database(prefix)
 
+    async def database_from(self, template: str, prefix: str = "b") -> str:
+        """A new database cloned from ``template`` (e.g. one migrated by another checkout); returns its URL."""
+        return await self._create_database(f"{prefix}_{uuid.uuid4().hex[:12]}",
+                                           f'template "{template}" strategy wal_log')
+
+    async def checkout_template(self, checkout: Path, root: Path) -> str:
+        """An empty database migrated by another checkout's own `revenue-asi migrate` (its sql/, its code), to clone
+        that checkout's databases from; returns the database name."""
+        url = await self.empty_database()
+        env = checkout_env(checkout, {"DATABASE_URL": url, "REVENUE_ASI_HOME": str(root / "home")})
+        done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "listener.cli", "migrate"], env=env,
+                                       cwd=str(checkout), capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"migrate in {checkout} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return urlsplit(url).path.lstrip("/")
+
+
+def checkout_env(checkout: Path | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process run from ``checkout`` (another working tree of this repository, e.g. the
+    commit before a change): its own packages first on the path, whatever the virtualenv's editable install says."""
+    env = clean_env(extra)
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    return env
+
+
+def describe(checkout: Path) -> str:
+    """`git describe --always --dirty` of a checkout (which code a side of a comparison ran)."""
+    done = subprocess.run(["git", "-C", str(checkout), "describe", "--always", "--dirty", "--abbrev=12"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "?"
+
 
 # --- processes --------------------------------------------------------------------------------------------------
 
 class Process:
     """A child process the bench spawned, its output in a log file; stopped by its own PID only."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path,
+                 cwd: Path = REPO) -> None:
         self.name = name
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(list(argv), env=dict(env), cwd=str(REPO), stdout=self._log,
+        self.proc = subprocess.Popen(list(argv), env=dict(env), cwd=str(cwd), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.pid = self.proc.pid
 
@@ -159,14 +194,18 @@ class Sandbox:
 
 
 class DaemonProcess(Process):
-    """``revenue-asi run`` against one database and the sandbox."""
+    """``revenue-asi run`` against one database and the sandbox; from ``checkout`` (another working tree of this
+    repository) instead of this one when given."""
 
-    def __init__(self, root: Path, name: str, url: str, sandbox: Sandbox, settings: Mapping[str, Any]) -> None:
-        env = clean_env({"DATABASE_URL": url, **sandbox.env(), "REVENUE_ASI_HOME": str(root / "home"),
-                         "REVENUE_ASI_WORKER_ID": name,
-                         **{k: str(v) for k, v in settings.items()}})
+    def __init__(self, root: Path, name: str, url: str, sandbox: Sandbox, settings: Mapping[str, Any],
+                 checkout: Path | None = None) -> None:
+        env = checkout_env(checkout, {"DATABASE_URL": url, **sandbox.env(), "REVENUE_ASI_HOME": str(root / "home"),
+                                      "REVENUE_ASI_WORKER_ID": name,
+                                      **{k: str(v) for k, v in settings.items()}})
         self.started_at = time.monotonic()
-        super().__init__(name, [sys.executable, "-m", "listener.cli", "run"], env, root / f"{name}.log")
+        self.checkout = checkout
+        super().__init__(name, [sys.executable, "-m", "listener.cli", "run"], env, root / f"{name}.log",
+                         cwd=checkout or REPO)
         self._log_offset = 0
 
     async def wait_started(self, timeout: float = 60.0) -> None:
@@ -200,12 +239,12 @@ class Env:
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def start_daemon(self, url: str, settings: Mapping[str, Any] | None = None, name: str | None = None
-                     ) -> DaemonProcess:
+    def start_daemon(self, url: str, settings: Mapping[str, Any] | None = None, name: str | None = None,
+                     checkout: Path | None = None) -> DaemonProcess:
         self._count += 1
         base = {"REVENUE_ASI_LOG_LEVEL": "INFO", "REVENUE_ASI_SWEEP_INTERVAL_S": 1.0}
         daemon = DaemonProcess(self.root, name or f"daemon{self._count}", url, self.sandbox,
-                               {**base, **(settings or {})})
+                               {**base, **(settings or {})}, checkout)
         self.daemons.append(daemon)
         return daemon
 

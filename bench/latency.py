@@ -22,7 +22,7 @@ import asyncpg
 
 from bench.drain import SHIPPED, maybe_dashboard, start_daemons, warm_up
 from bench.env import CpuMeter, DaemonProcess, Env
-from bench.workload import Workload, first_receipts, insert_one, summary_ms, wait_drained, duplicates
+from bench.workload import Workload, duplicates, first_receipts, insert_one, summary_ms, wait_drained
 
 GENERATOR_CONNECTIONS = 8
 DASHBOARD_RATE = 200.0

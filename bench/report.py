@@ -11,7 +11,7 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> s
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([f"\n{title}", line(cells[0]), rule, *(line(r) for r in cells[1:])])
@@ -109,8 +109,70 @@ def _chaos(section: dict[str, Any]) -> str:
                                         "lost", "sent twice", "sent∉fake", "notes"], rows)
 
 
+def _fair(section: dict[str, Any]) -> str:
+    rows = []
+    for c in section["configs"]:
+        lat = c["trickle_latency"]
+        spec = c["within_spec"]
+        rows.append([c["daemons"], c["touches"], c["alone_touches_per_s"], c["with_trickle_touches_per_s"],
+                     c["drain_ratio"], " ".join(f"{p:g}" for p in c["drain_ratio_pairs"]), lat["p50_ms"],
+                     lat["p99_ms"], lat["max_ms"], lat["worst_max_ms"], lat["pooled"]["touches"],
+                     f"{c['cpu_ratio_daemons']} / {c['cpu_ratio_postgres']}",
+                     "yes" if spec["trickle_max_under_1s"] else "NO",
+                     "yes" if spec["drain_ratio_at_least_0.90"] else "NO"])
+    return table(f"fair (SPEC §16): account A's backlog in one transaction, alone vs with account B's trickle (1 touch "
+                 f"/ {section['trickle_interval_ms']} ms); shipped defaults; medians of {section['repeat']} "
+                 "interleaved runs; drain = commit → A's last request at the fake; trickle ms = commit → request",
+                 ["daemons", "backlog", "alone/s", "with trickle/s", "ratio", "ratio per pair", "trickle p50",
+                  "p99", "max", "worst max", "trickle n", "cpu/touch with ÷ alone (daemon / pg)", "max ≤ 1 s",
+                  "ratio ≥ 0.90"], rows)
+
+
+def _pacing(section: dict[str, Any]) -> str:
+    w = section["windows"]
+    email = section["email"]
+    alone, during = email["no_backlog"], email["during_paced_backlog"]
+    rows = [[f"{section['max_per_second']:g}/s, {section['daemons']} daemons", w.get("requests"),
+             w.get("span_s"), w.get("rate_first_to_last"), w.get("sliding_min"), w.get("sliding_max"),
+             section["window_bound"], " ".join(str(x) for x in w.get("fixed_windows", [])), w.get("min_gap_ms"),
+             section["most_processing_at_once"]]]
+    spec = section["within_spec"]
+    return "\n".join([
+        table(f"pacing (SPEC §16): one sender at max_per_second {section['max_per_second']:g} with a backlog of "
+              f"{section['touches']}, requests at the fake per 10 s window (sliding: one starting at every request); "
+              f"max ≤ bound: {'yes' if spec['window_max_within_bound'] else 'NO'}; rate within 10 %: "
+              f"{'yes' if spec['rate_within_10_percent'] else 'NO'}",
+              ["sender", "requests", "span s", "rate/s", "window min", "window max", "bound", "consecutive windows",
+               "min gap ms", "max processing"], rows),
+        table("pacing: the same account's e-mail, 1 every "
+              f"{email['interval_ms']} ms, commit → request (ms); during / alone p50 "
+              f"{email['p50_ratio_during_over_alone']}, p99 {email['p99_ratio_during_over_alone']}",
+              ["e-mail trickle", "touches", "received", "p50", "p90", "p99", "max"],
+              [[name, r["touches"], r["received"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"]]
+               for name, r in (("no backlog", alone), ("during the paced backlog", during))])])
+
+
+def _overhead(section: dict[str, Any]) -> str:
+    rows = []
+    for name in ("before", "after"):
+        side = section[name]
+        rows.append([name, side["commit"], "yes" if side["has_sender_pacing"] else "no",
+                     " ".join(f"{r['touches_per_s']:g}" for r in side["runs"]), side["touches_per_s"],
+                     side["seconds"], side["cpu_us_per_touch_daemons"], side["cpu_us_per_touch_postgres"],
+                     side.get("transactions_per_touch")])
+    rows.append(["after / before", "", "", " ".join(f"{p:g}" for p in section["ratio_pairs"]),
+                 section["ratio_after_over_before"], "", section["cpu_ratio_daemons_after_over_before"],
+                 section["cpu_ratio_postgres_after_over_before"], ""])
+    ok = "yes" if section["within_spec"]["ratio_at_least_0.95"] else "NO"
+    return table(f"overhead (SPEC §16): drain of {section['touches']} unpaced sms touches of one account, 1 daemon at "
+                 f"the shipped defaults, before vs after the fair claim and pacing, medians of {section['repeat']} "
+                 f"(interleaved ABBA); ≥ 0.95: {ok}",
+                 ["side", "commit", "sender_pacing", "touches/s per run", "median/s", "seconds", "cpu daemon µs",
+                  "cpu postgres µs", "xacts/touch"], rows)
+
+
 RENDER = {"latency": _latency, "throughput": _throughput, "scale": _scale, "peer": _peer, "limit": _limit,
-          "chaos": _chaos}
+          "fair": _fair, "pacing": _pacing, "overhead": _overhead, "chaos": _chaos}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -130,8 +192,19 @@ def ok(result: dict[str, Any]) -> bool:
         good &= bool(result["chaos"]["ok"])
     for r in result.get("latency", {}).get("rates", []):
         good &= r["sent_twice"] == 0 and r["missing"] == 0
-    for r in [*result.get("throughput", {}).get("runs", []), result.get("peer", {}).get("pgqueuer")]:
+    overhead = result.get("overhead", {})
+    for r in [*result.get("throughput", {}).get("runs", []), result.get("peer", {}).get("pgqueuer"),
+              *overhead.get("before", {}).get("runs", []), *overhead.get("after", {}).get("runs", [])]:
         if r is None:
             continue
         good &= r["sent_twice"] == 0 and r["sent"] == r["touches"]
+    for config in result.get("fair", {}).get("configs", []):
+        for r in config["runs"]:
+            good &= r["sent_twice"] == 0 and r["backlog_received"] == r["touches"]
+            if "trickle" in r:
+                good &= r["trickle"]["missing"] == 0
+    if "pacing" in result:
+        pacing = result["pacing"]
+        good &= pacing["sent_twice"] == 0 and pacing["sms_requests"] == pacing["touches"]
+        good &= pacing["email"]["during_paced_backlog"]["missing"] == 0
     return good

@@ -64,6 +64,17 @@ values ($1::uuid, $2, $3, 'sms', 'queued',
 returning extract(epoch from clock_timestamp())::float8
 """
 
+# One e-mail touch (ElasticEmail: the sandbox reads the touch id back from Content.Postback).
+INSERT_EMAIL = """
+insert into touch_runs (id, account_id, lead_id, channel, status, payload)
+values ($1::uuid, $2, $3, 'email', 'queued',
+        jsonb_build_object('message_class', 'bench',
+                           'routing', jsonb_build_object('primary_channel', 'email', 'current_channel', 'email'),
+                           'delivery', jsonb_build_object('language', 'es', 'subject', 'bench',
+                                                          'body', 'bench ' || $1::text)))
+returning extract(epoch from clock_timestamp())::float8
+"""
+
 # Many touches in one statement (one transaction): one per lead given.
 INSERT_MANY = """
 insert into touch_runs (id, account_id, lead_id, channel, status, payload)
@@ -105,6 +116,11 @@ async def make_leads(conn: asyncpg.Connection, account_id: uuid.UUID, n: int) ->
 async def insert_one(conn: asyncpg.Connection, account_id: uuid.UUID, lead_id: uuid.UUID,
                      touch_id: uuid.UUID) -> float:
     return float(await conn.fetchval(INSERT_ONE, touch_id, account_id, lead_id))
+
+
+async def insert_email(conn: asyncpg.Connection, account_id: uuid.UUID, lead_id: uuid.UUID,
+                       touch_id: uuid.UUID) -> float:
+    return float(await conn.fetchval(INSERT_EMAIL, touch_id, account_id, lead_id))
 
 
 async def insert_many(conn: asyncpg.Connection, account_id: uuid.UUID, lead_ids: Sequence[uuid.UUID]
@@ -155,6 +171,23 @@ class Workload:
             return ids, time.perf_counter() - started, committed
         finally:
             await conn.close()
+
+
+STATS_FLUSH_S = 1.5  # backends report their transaction counts to pg_stat_database within about a second
+XACTS = "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()"
+
+
+async def checkpoint_and_count(url: str) -> int:
+    """CHECKPOINT before a measured drain (every run starts from the same WAL state: a timed checkpoint or the full
+    page writes after it land in neither side by chance), then the database's transaction count so far."""
+    conn = await connect(url)
+    try:
+        await conn.execute("checkpoint")
+        await asyncio.sleep(STATS_FLUSH_S)
+        return int(await conn.fetchval(XACTS))
+    finally:
+        await conn.close()
+
 
 
 async def progress(conn: asyncpg.Connection) -> tuple[int, bool]:

@@ -95,7 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
                     status, sid = "sent", answer["sid"]
                 else:
                     error = f"http_{response.status}: {answer.get('message')}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             error = f"outcome_unknown: {type(exc).__name__}"
         async with pool.acquire() as conn:
             await conn.execute(COMPLETE, touch_id, status, sid, error)

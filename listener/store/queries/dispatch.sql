@@ -101,7 +101,10 @@ with due_units as (
             c.served_before
 ), paced_forward as (
   update sender_pacing sp
-  set next_at = greatest(coalesce(sp.next_at, now()), now()) + make_interval(secs => g.n / g.rate),
+  -- on schedule: from the moment that was due, when this claim comes less than one interval after it (the time a
+  -- claim takes is not lost at every request); from now after a longer idle (no burst to catch up)
+  set next_at = case when sp.next_at > now() - make_interval(secs => 1 / g.rate) then sp.next_at else now() end
+                + make_interval(secs => g.n / g.rate),
       updated_at = now()
   from (select c.settings_id, count(*) as n, min(c.rate) as rate from chosen c
         where c.rate is not null and c.settings_id in (select settings_id from paced)
