@@ -174,8 +174,8 @@ class Completer:
         rows = orjson.dumps([o.as_row() for o in batch], option=orjson.OPT_NON_STR_KEYS).decode()
         async with self.pool.acquire() as conn:
             busy = {r["busy_touch_id"] for r in await conn.fetch(Q.complete_touches, rows, self.worker_id)}
-        written = [o for o in batch if o.id not in busy] if busy else batch
-        for outcome in batch if busy else ():
+        written = [o for o in batch if o.id not in busy]
+        for outcome in batch:
             if outcome.id in busy:
                 self._hold(outcome)
         self.stats.written += len(written)

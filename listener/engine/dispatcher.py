@@ -29,7 +29,7 @@ import orjson
 from listener.engine import metrics
 from listener.engine.completer import Completer, Outcome
 from listener.engine.outbound import PreparedTouch, TouchContext, prepare_outbound
-from listener.engine.sendcaps import send_rules_gate
+from listener.engine.sendcaps import Gate, send_rules_gate
 from listener.providers.base import BEFORE_RETRY, ON_PUSHBACK, Provider
 from listener.rules import safejson
 from listener.rules.errors import ProviderError, TouchFailure
@@ -203,6 +203,12 @@ class DispatchStats:
 Ready = tuple[ClaimedTouch, dict[str, Any], TouchPayload]
 
 
+async def _write_deferrals(conn: asyncpg.Connection, deferrals: Sequence[Deferral], worker_id: str) -> None:
+    """Back to `scheduled` at each one's next moment, with its touch_deferred event: one statement for the batch."""
+    if deferrals:
+        await conn.execute(Q.defer_touches, [d.as_row() for d in deferrals], worker_id)
+
+
 def _has_cap(row: Mapping[str, Any]) -> bool:
     routing = row["payload"].get("routing") if isinstance(row["payload"], dict) else None
     return "daily_cap" in row["provider_config"] or (isinstance(routing, dict) and "max_touches_per_day" in routing)
@@ -318,17 +324,8 @@ class Dispatcher:
         short transaction that commits before the sends start; touches without caps take no lock and no query."""
         paused = [Deferral(touch.id, OUT_OF_OFFICE, touch.pause_resume_at, touch.pause_timezone or "UTC")
                   for touch, _, _ in ready if touch.pause_resume_at is not None and touch.pause_resume_at > now]
-        if paused:  # SPEC §19: out of office — deferred to the resume moment, before any other rule or cap
-            async with self.pool.acquire() as conn:
-                await conn.execute(Q.defer_touches, [d.as_row() for d in paused], self.worker_id)
-            for deferral in paused:
-                self._undecided.discard(deferral.touch_id)
-                self._free_slot()
-            self.stats.deferred += len(paused)
-            held = {d.touch_id for d in paused}
-            ready = [item for item in ready if item[0].id not in held]
-            if not ready:
-                return []
+        held = {d.touch_id for d in paused}
+        ready = [item for item in ready if item[0].id not in held]  # out of office: before any other rule or cap
         rows = []
         for touch, raw, _ in ready:
             try:
@@ -340,22 +337,23 @@ class Dispatcher:
                           "lead_phone": touch.lead_phone, "provider_settings_id": touch.provider_settings_id,
                           "provider_config": config}, (touch, raw)))
         batch_ids = [touch.id for touch, _, _ in ready]
+        gate = Gate()
         if any(_has_cap(row) for row, _ in rows):
             async with self.pool.acquire() as conn, conn.transaction():
                 gate = await send_rules_gate(conn, rows, now, self.settings, batch_ids)
-                if gate.deferrals:
-                    await conn.execute(Q.defer_touches, [d.as_row() for d in gate.deferrals], self.worker_id)
+                await _write_deferrals(conn, paused + gate.deferrals, self.worker_id)
         else:
-            gate = await send_rules_gate(None, rows, now, self.settings, batch_ids)  # type: ignore[arg-type]
-            if gate.deferrals:
+            if rows:
+                gate = await send_rules_gate(None, rows, now, self.settings, batch_ids)  # type: ignore[arg-type]
+            if paused or gate.deferrals:
                 async with self.pool.acquire() as conn:
-                    await conn.execute(Q.defer_touches, [d.as_row() for d in gate.deferrals], self.worker_id)
+                    await _write_deferrals(conn, paused + gate.deferrals, self.worker_id)
         for touch_id, failure in gate.failures:
             self._done(failed(touch_id, failure, self._secrets))
-        for deferral in gate.deferrals:
+        for deferral in (*paused, *gate.deferrals):
             self._undecided.discard(deferral.touch_id)
             self._free_slot()
-        self.stats.deferred += len(gate.deferrals)
+        self.stats.deferred += len(paused) + len(gate.deferrals)
         kept = {pair[0].id for _, pair in gate.kept}
         return [item for item in ready if item[0].id in kept]
 

@@ -34,30 +34,30 @@ returning t.id
 -- more_due: the sender gave all its quota, so more may be due (the dispatcher claims again at once).
 with due_units as (
   select u.account_id, u.channel, ps.id as settings_id, ps.config,
+         ps.id is not null and sender_is_paced(ps.config, ps.pushback_until, now()) as is_paced,
          coalesce((u.account_id, u.channel) <= ($4::uuid, $5::text), false) as served_before
   from open_senders() u
   cross join lateral (select 1 from touch_runs t  -- one probe: does this sender have a due touch?
                       where t.account_id = u.account_id and t.channel = u.channel
                         and t.status in ('queued', 'scheduled') and t.scheduled_at <= now()
                       limit 1) due
-  left join lateral (select ps.id, ps.config from account_provider_settings ps  -- probes, whatever the estimates
+  left join lateral (select ps.id, ps.config, sp.pushback_until  -- probes, whatever the estimates
+                     from account_provider_settings ps
+                     left join sender_pacing sp on sp.settings_id = ps.id
                      where ps.account_id = u.account_id and ps.channel = u.channel and ps.is_default
                      limit 1) ps on true
 ), paced as (
   select sp.* from due_units d
   join lateral (select * from sender_pacing sp where sp.settings_id = d.settings_id
-                  and sender_is_paced(d.config, sp.pushback_until, now())
                 for update skip locked) sp on true
+  where d.is_paced
 ), allowance as (
-  select d.account_id, d.channel, d.settings_id, d.served_before,
-         sender_effective_rate(sender_max_per_second(d.config), p.pushback_rate, p.pushback_from,
-                               p.pushback_until, now()) as rate,
+  select d.account_id, d.channel, d.settings_id, d.served_before, r.rate,
          case
-           when d.settings_id is null or not sender_is_paced(d.config, sp.pushback_until, now()) then $3::int
+           when not d.is_paced then $3::int
            when p.settings_id is null then 0  -- another daemon's claim holds this sender right now
            else least(
-             case when sender_effective_rate(sender_max_per_second(d.config), p.pushback_rate, p.pushback_from,
-                                             p.pushback_until, now()) is null then $3::int
+             case when r.rate is null then $3::int
                   when p.next_at is null or p.next_at <= now() then 1
                   else 0 end,
              case when sender_max_in_flight(d.config) is null then $3::int
@@ -69,9 +69,9 @@ with due_units as (
          count(*) over (partition by d.account_id) as account_senders,
          dense_rank() over (order by d.account_id) as account_rank
   from due_units d
-  left join lateral (select sp.pushback_until from sender_pacing sp where sp.settings_id = d.settings_id
-                     limit 1) sp on true
   left join paced p on p.settings_id = d.settings_id
+  cross join lateral (select sender_effective_rate(sender_max_per_second(d.config), p.pushback_rate,
+                                                   p.pushback_from, p.pushback_until, now()) as rate) r
 ), quota as (
   select a.*, least(a.allowed, ceil($3::numeric / max(a.account_rank) over () / a.account_senders)::int) as take
   from allowance a
