@@ -421,9 +421,11 @@ async def test_bad_payloads_and_hostile_contacts_fail_alone_neighbours_keep_prov
 
 
 async def test_a_poison_reaction_is_set_aside_and_a_neighbours_unsubscribe_is_acted_on(db, db_url):
-    """A database that held a touch created in year 20000 before 0003 (asyncpg cannot decode it): the decision
-    after its failure raises. Before: the whole reaction batch rolled back every 0.5 s, forever, and another lead's
-    unsubscribe was never acted on. Now: that one reaction is set aside with its error (status shows it)."""
+    """A reaction the database refuses: a legacy touch whose follow-up a constraint added later (NOT VALID) forbids.
+    Before issue 10: the whole reaction batch rolled back every 0.5 s, forever, and another lead's unsubscribe was
+    never acted on. Now: that one reaction is set aside with its error (status shows it). A touch created in year
+    20000 (asyncpg cannot decode it) was the poison while decisions ran in Python; decided in SQL (SPEC §17), it is
+    plain data now and is reacted to like any other."""
     account_id = await factories.account(db)
     poison_lead = await factories.lead(db, account_id, full_name="Poison")
     neighbour = await factories.lead(db, account_id, full_name="Neighbour", phone="+14155550111")
@@ -434,12 +436,19 @@ async def test_a_poison_reaction_is_set_aside_and_a_neighbours_unsubscribe_is_ac
         account_id, poison_lead, factories.payload("sms", plan=factories.FULL_PLAN))
     await db.execute("alter table touch_runs add constraint touch_runs_times_in_range"
                      " check (created_at < '10000-01-01 00:00:00+00') not valid")
+    legacy_lead = await factories.lead(db, account_id, full_name="Legacy")
+    legacy_touch = await factories.touch(db, account_id, legacy_lead, channel="sms", status="failed",
+                                         payload_={**factories.payload("sms", plan=factories.FULL_PLAN), "legacy": 1})
+    await db.execute("alter table touch_runs add constraint no_more_legacy check (payload ->> 'legacy' is null)"
+                     " not valid")
     open_touch = await factories.touch(db, account_id, neighbour, channel="sms", status="scheduled",
                                        scheduled_in_s=3600, payload_=factories.payload("sms", plan=factories.FULL_PLAN))
     async with SandboxProviders() as fake, running_daemon(db_url, daemon_settings(fake)) as daemon:
         async with db.transaction():  # one batch: the poisons first, then the neighbour's unsubscribe
             await factories.event(db, poison_lead, "touch_failed", direction="outbound",
                                   payload_={"touch_run_id": str(poison_touch), "failure_class": "transient"})
+            await factories.event(db, legacy_lead, "touch_failed", direction="outbound",
+                                  payload_={"touch_run_id": str(legacy_touch), "failure_class": "transient"})
             # the issue's other reaction stallers: now plain data (the take reads only payload->>'touch_run_id')
             for event_type, direction, text in (("touch_failed", "outbound", "[1, 2]"),
                                                 ("reply_received", "inbound", "[" * 2000 + "]" * 2000),
@@ -452,8 +461,10 @@ async def test_a_poison_reaction_is_set_aside_and_a_neighbours_unsubscribe_is_ac
     assert row["status"] == "canceled" and row["error"] == "canceled: suppressed:unsubscribe"
     assert await db.fetchval("select count(*) from event_reactions") == 1  # the others were reacted to
     aside = await db.fetchrow("select * from event_reactions where failed_at is not null")
-    assert aside["lead_id"] == poison_lead and aside["event_type"] == "touch_failed"
-    assert "OverflowError" in aside["error"] or "out of range" in aside["error"]
+    assert aside["lead_id"] == legacy_lead and aside["event_type"] == "touch_failed"
+    assert "CheckViolationError" in aside["error"] and "no_more_legacy" in aside["error"]
+    assert await db.fetchval("select count(*) from core_memory_events where event_type = 'fallback_decision'"
+                             " and payload ->> 'touch_run_id' = $1", str(poison_touch)) == 1
     assert daemon.reactions.touches_canceled == 1
     result = await cli("status", "--json", env=cli_env(db_url))
     assert result.rc == 0, result.err

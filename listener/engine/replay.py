@@ -135,7 +135,7 @@ async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary:
     kept = False
     try:
         async with conn.transaction():  # a savepoint
-            stats = await react_to_events(conn, [reaction])
+            stats = await react_to_events(conn, [reaction.id])
             new_cooldown = bool(stats.decisions.get("wait_cooldown")) and not had_cooldown
             kept = pending or _changed(stats) or new_cooldown
             if not kept:

@@ -13,7 +13,7 @@ import asyncpg
 
 from listener.engine.appointments import appointments_report
 from listener.engine.enrichment import enrichment_report
-from listener.engine.reactions import react_to_stop_event
+from listener.engine.reactions import react_to_events
 from listener.intents.errors import IntentError, NotFound
 from listener.rules.contacts import normalise_email, normalise_phone
 from listener.rules.errors import TouchFailure
@@ -266,7 +266,7 @@ async def preview_suppress(conn: asyncpg.Connection, lead_id: UUID) -> dict[str,
 
 async def suppress_lead(conn: asyncpg.Connection, lead_id: UUID, command_run_id: UUID) -> dict[str, Any]:
     """lead.suppress: a do_not_contact event (event_source command_os), and in the same transaction what the daemon
-    does for it (listener/engine/reactions.py react_to_stop_event): every open touch canceled
+    does for it (listener/engine/reactions.py react_to_events): every open touch canceled
     (`suppressed:do_not_contact`), every cadence stopped. The daemon's own reaction to the event then finds nothing
     left to do. A lead that has a do_not_contact already gets nothing new."""
     async with conn.transaction():
@@ -277,7 +277,7 @@ async def suppress_lead(conn: asyncpg.Connection, lead_id: UUID, command_run_id:
             return {"lead_id": str(lead_id), "already_do_not_contact": True, "event_id": None,
                     "touches_canceled": 0, "cadences_stopped": 0, "in_flight": state["in_flight"]}
         event = await conn.fetchrow(Q.intent_insert_do_not_contact, lead_id, command_run_id)
-        stats = await react_to_stop_event(conn, event["id"], lead_id, "do_not_contact", event["created_at"])
+        stats = await react_to_events(conn, [event["id"]])
         in_flight = (await conn.fetchrow(Q.intent_lead_state, lead_id))["in_flight"]
     return {"lead_id": str(lead_id), "already_do_not_contact": False, "event_id": str(event["id"]),
             "touches_canceled": stats.touches_canceled, "cadences_stopped": stats.cadences_stopped,
