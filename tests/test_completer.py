@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from listener.engine.completer import Completer, Outcome
+from listener.engine.reactions import drain_reactions
 from listener.store.database import create_pool
 from tests import factories
 from tests.harness import daemon_settings, running_daemon
@@ -102,3 +103,68 @@ async def test_one_expired_lease_the_database_refuses_does_not_stall_the_sweep(d
         await pool.close()
     rows = {r["id"]: r["status"] for r in await db.fetch("select id, status from touch_runs where id = any($1)", ids)}
     assert rows == {ids[0]: "failed", ids[1]: "processing", ids[2]: "failed"}
+
+
+async def test_the_decisions_after_a_batch_are_made_in_its_transaction_without_a_wake_up(db, db_url):
+    """SPEC §17: the completer's one statement writes the outcomes, their events and the fallback decision after
+    each: when it returns, every decision is there and no reaction is left filed, and no NOTIFY woke a reaction
+    service for them (the completer made them)."""
+    ids = await _claimed(db, 4)
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    woken: list[str] = []
+
+    def on_notify(*args: object) -> None:
+        woken.append(str(args[-1]))
+
+    await db.add_listener("core_memory_events", on_notify)
+    reacted = []
+    try:
+        completer = Completer(pool, WORKER, on_reacted=reacted.append)
+        await completer.write([_sent(t, f"SMr{i}") for i, t in enumerate(ids)])
+    finally:
+        await pool.close()
+    decisions = await db.fetch("select payload from core_memory_events where event_type = 'fallback_decision'")
+    assert sorted(d["payload"]["touch_run_id"] for d in decisions) == sorted(map(str, ids))
+    assert await db.fetchval("select count(*) from event_reactions") == 0
+    assert [s.decisions for s in reacted] == [{"stop": 4}] and reacted[0].events == 4
+    await db.execute("select pg_notify('core_memory_events', 'marker')")  # delivered after anything sent before
+    for _ in range(100):
+        if woken:
+            break
+        await asyncio.sleep(0.01)
+    assert woken == ["marker"]
+    await db.remove_listener("core_memory_events", on_notify)
+
+
+async def test_a_decision_the_database_refuses_is_left_to_the_reaction_service_and_the_outcome_commits(db, db_url):
+    """The completer's reaction part runs in a subtransaction: when it fails — here a follow-up touch a constraint
+    forbids — the outcomes commit anyway, the reactions stay filed in event_reactions with a wake-up, and the
+    reaction service isolates the bad one (set aside with its reason) while its neighbour's decision is made."""
+    account_id = await factories.account(db)
+    plan = {"order": ["sms"], "max_attempts": {"sms": 3}}
+    ids = []
+    for i, marker in enumerate(({}, {"legacy": 1})):
+        lead_id = await factories.lead(db, account_id, phone=f"+1415555{4000 + i}")
+        ids.append(await factories.touch(db, account_id, lead_id, status="scheduled", scheduled_in_s=3600,
+                                         payload_={**factories.payload("sms", plan=plan), **marker}))
+    await db.execute("update touch_runs set status = 'processing', locked_by = $2,"
+                     " locked_until = now() + interval '1 minute' where id = any($1)", ids, WORKER)
+    await db.execute("alter table touch_runs add constraint no_more_legacy check (payload ->> 'legacy' is null"
+                     " or idempotency_key not like 'next:%') not valid")  # a legacy touch gets no follow-up
+    pool = await create_pool(db_url, min_size=1, max_size=2)
+    try:
+        completer = Completer(pool, WORKER)
+        failure = Outcome(ids[1], "failed", "touch_failed", {"error_code": "http_500", "failure_class": "transient"},
+                          error="http_500: boom")
+        await completer.write([_sent(ids[0], "SMok"), failure])
+        assert completer.stats.reactions_deferred == 2 and completer.stats.written == 2
+        assert await db.fetchval("select count(*) from event_reactions where failed_at is null") == 2
+        assert await db.fetchval("select count(*) from core_memory_events where event_type = 'fallback_decision'") == 0
+        stats = await drain_reactions(pool)
+    finally:
+        await pool.close()
+    assert stats.decisions == {"retry_same_channel": 1}
+    aside = await db.fetchrow("select * from event_reactions")
+    assert aside["failed_at"] is not None and "no_more_legacy" in aside["error"]
+    statuses = dict(await db.fetch("select id, status from touch_runs where id = any($1)", ids))
+    assert statuses == {ids[0]: "sent", ids[1]: "failed"}

@@ -12,7 +12,9 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from listener.store.database import connect
+from listener.engine.statistics import refresh_planner_statistics
+from listener.store.database import connect, create_pool
+from listener.store.plans import explain_function
 from listener.store.queries import Q
 from tests import factories
 
@@ -103,10 +105,9 @@ async def test_an_idle_account_costs_the_claim_nothing(db):
     busy = await factories.account(db, "Busy")
     await backlog(db, busy, 5)
     await db.execute("analyze")
-    plan = "\n".join(r[0] for r in await db.fetch(
-        "explain (analyze, costs off, timing off, summary off) " + Q.claim_touches_with_context,
-        WORKER, 120, 10, None, None))
-    assert len(await claim(db, 10)) == 0  # the explain analyze claimed them
+    plan = "\n".join(await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 10, None, None),
+                                             analyze=True, options="costs off, timing off, summary off"))
+    assert len(await claim(db, 10)) == 5  # the explained claim was rolled back
     # the walk finds the one sender with open touches; nothing reads every account, sender or touch
     assert re.search(r"Recursive Union \(actual rows=1(\.00)? loops=1\)", plan), plan
     for table in ("touch_runs", "account_provider_settings", "sender_pacing", "accounts", "leads"):
@@ -203,3 +204,80 @@ async def test_pushback_of_an_unpaced_sender_starts_from_its_measured_rate(db):
     assert row["pushback_from"] == 6.0 and row["pushback_rate"] == 3.0  # 60 in the last 10 s
     await backlog(db, account_id, 10)
     assert len(await claim(db, 10)) == 1  # paced now, at 3/s
+
+
+HISTORY_TABLES = ("touch_runs", "core_memory_events", "leads", "lead_enriched")
+CONFIG_TABLES = ("account_provider_settings", "sender_pacing")
+KEYED = ("lead_id =", "(id =", "account_id =", "provider_settings_id =", "settings_id =", "ROW(account_id, channel) >")
+
+
+def unkeyed_scans(plan: list[str], tables: tuple[str, ...]) -> list[str]:
+    """The plan's scans of `tables` that are not a probe by a key of the claimed rows (the lead, the touch, the
+    sender): each with its conditions."""
+    found = []
+    pattern = re.compile(r"Scan.* on ({})\b".format("|".join(tables)))
+    for i, line in enumerate(plan):
+        if not pattern.search(line):
+            continue
+        if "touch_runs_open_by_sender" in line and "Index Only Scan" in line:
+            continue  # the loose index scan's ordered first probe (limit 1)
+        conditions = "\n".join(c for c in plan[i + 1:i + 4] if "Cond:" in c)
+        if not any(key in conditions for key in KEYED):
+            found.append(f"{line.strip()}\n{conditions}")
+    return found
+
+
+async def test_the_claims_plan_is_made_once_and_planned_again_when_the_history_outgrows_its_statistics(db, db_url):
+    """SPEC §17: the claim is planned once per connection (a generic plan, force_generic_plan), and PostgreSQL plans
+    it again only when statistics change. A plan made on an empty, analysed database cannot tell a probe by key
+    from reading a one-page table whole; after a bulk load the statistics service analyses every table that
+    outgrew its statistics, and the plan made then probes every table of the history by a key of the claimed rows
+    (the lead, the touch, the sender) — no seq scan, no hash or merge join, no index walked in time order and
+    filtered by lead. (Caught the out-of-office index keyed by time, sql/0017_claim_plan_once.sql.)"""
+    config = await db.fetchval("select proconfig from pg_proc where proname = 'claim_touches_with_context'")
+    assert "plan_cache_mode=force_generic_plan" in config
+    await db.execute("analyze")  # the statistics of an empty database
+    young = await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 64, None, None))
+    assert unkeyed_scans(young, HISTORY_TABLES) != []  # what the statistics service is for
+    account_id = await factories.account(db)  # young: one account, one lead with a backlog and a history
+    await backlog(db, account_id, 2000, ago_s=600)
+    await db.execute("""insert into core_memory_events (lead_id, event_type, direction, payload)
+                        select lead_id, e, 'inbound', '{}' from touch_runs,
+                        unnest(array['reply_received', 'reply_out_of_office', 'opened']) e""")
+    await db.execute("""insert into leads (account_id, full_name, phone) select $1, 'Lead ' || i, '+14155550100'
+                        from generate_series(1, 2000) i""", account_id)
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        analysed = await refresh_planner_statistics(pool)
+    finally:
+        await pool.close()
+    assert {"touch_runs", "core_memory_events", "leads"} <= set(analysed)
+    plan = await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 64, None, None))
+    text = "\n".join(plan)
+    assert "Seq Scan" not in text and "Hash Join" not in text and "Merge Join" not in text, text
+    assert len([line for line in plan if re.search(r"Scan.* on ({})\b".format("|".join(HISTORY_TABLES)), line)]) > 10
+    assert unkeyed_scans(plan, HISTORY_TABLES) == [], "\n\n".join(unkeyed_scans(plan, HISTORY_TABLES))
+
+
+async def test_a_config_table_that_outgrows_its_statistics_is_analysed_and_the_claim_planned_again(db, db_url):
+    """The small tables a plan made on a young database may read whole (account_provider_settings, sender_pacing:
+    one row per sender) are analysed by the statistics service as soon as they pass twice the size their
+    statistics saw, and the claim's next plan probes them by key (ANALYZE makes every session plan again)."""
+    await db.execute("analyze")
+    assert unkeyed_scans(await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 64, None, None)),
+                         CONFIG_TABLES) != []  # young: the tie between a probe and a whole read of one page
+    await db.execute(
+        """with a as (insert into accounts (name) select 'Onboarded ' || i from generate_series(1, 3000) i
+                      returning id)
+           insert into account_provider_settings (account_id, channel, provider, is_default, config)
+           select a.id, c, case when c = 'email' then 'elasticemail' else 'twilio' end, true,
+                  '{"from": "+15005550006", "max_per_second": 1}'
+           from a, unnest(array['sms', 'email']) c""")
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        assert "account_provider_settings" in await refresh_planner_statistics(pool)
+        assert "account_provider_settings" not in await refresh_planner_statistics(pool)  # in step now
+    finally:
+        await pool.close()
+    plan = await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 64, None, None))
+    assert unkeyed_scans(plan, ("account_provider_settings",)) == [], "\n".join(plan)

@@ -203,7 +203,7 @@ async def test_two_connections_racing_for_the_last_slot_hand_out_one(db, db_url)
         if first.kept:
             await one.fetch(Q.complete_touches, json.dumps([{
                 "id": str(mine[1]), "status": "sent", "error": None, "provider_message_id": "CA1",
-                "payload_patch": None, "event_type": "touch_sent", "event_payload": {}}]), "w1")
+                "payload_patch": None, "event_type": "touch_sent", "event_payload": {}}]), "w1", 200)
         else:
             await one.fetch(Q.defer_touches, [d.as_row() for d in first.deferrals], "w1")
         await tx1.commit()

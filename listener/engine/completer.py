@@ -1,6 +1,6 @@
 """The completer (River's internal/jobcompleter): every touch's outcome is handed here the moment its own provider
-call ends, and written — status and event in one statement, so in one transaction — together with whatever else
-has finished meanwhile. While a write is in flight the next outcomes gather, so under load writes grow into
+call ends, and written — status, event and the fallback decision after it in one statement, so in one transaction
+(SPEC §17) — together with whatever else has finished meanwhile. While a write is in flight the next outcomes gather, so under load writes grow into
 batches by themselves and at low load each outcome is written at once (no timer adds latency).
 
 A touch row locked by another session (SPEC §20) is skipped by the write, not waited for: its outcome is handed in
@@ -23,8 +23,9 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from listener.engine.reactions import ReactionStats, add_counters
 from listener.rules.text import clean_text
-from listener.store.database import CONNECTION_ERRORS
+from listener.store.database import CONNECTION_ERRORS, ROW_LOCK_WAIT_MS
 from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,18 @@ class CompleterStats:
     split_batches: int = 0
     stripped: int = 0
     busy: int = 0  # outcomes whose touch row another session held: written again later
+    reactions_deferred: int = 0  # outcome events whose decision the reaction service makes instead
     by_status: dict[str, int] = field(default_factory=dict)
 
 
 class Completer:
     def __init__(self, pool: asyncpg.Pool, worker_id: str,
-                 on_written: Callable[[Sequence[Outcome]], None] | None = None) -> None:
+                 on_written: Callable[[Sequence[Outcome]], None] | None = None,
+                 on_reacted: Callable[[ReactionStats], None] | None = None) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.on_written = on_written
+        self.on_reacted = on_reacted
         self.stats = CompleterStats()
         self._pending: list[Outcome] = []
         self._arrived = asyncio.Event()
@@ -173,7 +177,16 @@ class Completer:
     async def _write(self, batch: Sequence[Outcome]) -> None:
         rows = orjson.dumps([o.as_row() for o in batch], option=orjson.OPT_NON_STR_KEYS).decode()
         async with self.pool.acquire() as conn:
-            busy = {r["busy_touch_id"] for r in await conn.fetch(Q.complete_touches, rows, self.worker_id)}
+            result = await conn.fetch(Q.complete_touches, rows, self.worker_id, ROW_LOCK_WAIT_MS)
+        busy = {r["busy_touch_id"] for r in result if r["busy_touch_id"] is not None}
+        counters = [r["counters"] for r in result if r["counters"] is not None]
+        deferred = sum(c.get("deferred", 0) for c in counters)
+        if deferred:
+            self.stats.reactions_deferred += deferred
+            log.info("completer: the decisions after %d outcome(s) are left to the reaction service (a row locked "
+                     "elsewhere or refused by the database)", deferred)
+        elif counters and self.on_reacted is not None:
+            self.on_reacted(add_counters(ReactionStats(), counters))
         written = [o for o in batch if o.id not in busy]
         for outcome in batch:
             if outcome.id in busy:

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import asyncpg
 
@@ -24,6 +25,8 @@ from listener.engine.heartbeat import run_heartbeat
 from listener.engine.notifier import Notifier
 from listener.engine.reactions import ReactionStats, drain_due_cooldowns, drain_reactions
 from listener.engine.service import DB_ERRORS, run_service, wait_any
+from listener.engine.statistics import INTERVAL_S as STATISTICS_INTERVAL_S
+from listener.engine.statistics import statistics_step
 from listener.engine.sweeper import SweepService
 from listener.providers.base import Provider, build_providers, close_providers, unconfigured_channels
 from listener.rules.moments import seconds_until
@@ -95,7 +98,7 @@ class Daemon:
                      + min(8, max(2, self.settings.concurrency // 16)))
         self.pool = await create_pool(self.url, min_size=2, max_size=pool_size,
                                       server_settings=session_limits(self.settings), reset=light_reset)
-        self.completer = Completer(self.pool, self.worker_id, on_written=_count_written)
+        self.completer = Completer(self.pool, self.worker_id, on_written=_count_written, on_reacted=self._count_reacted)
         self.dispatcher = Dispatcher(self.pool, self.settings, self.providers, self.worker_id, self.completer)
         sweep = SweepService(self.pool, self.worker_id, self.settings.sweep_interval_s)
         metrics.serve(self.settings.metrics_port)
@@ -124,6 +127,8 @@ class Daemon:
                 for job in self.periodic_jobs:
                     group.create_task(run_service(job.name, _periodic(job, self.pool), stop=self.stop,
                                                   idle_s=job.interval_s))
+                group.create_task(run_service("statistics", partial(statistics_step, self.pool), stop=self.stop,
+                                              idle_s=STATISTICS_INTERVAL_S))
                 group.create_task(self._announce_ready())
                 group.create_task(run_heartbeat(self.pool, self.worker_id, self.stop, listening=self.notifier.connected.is_set))
         finally:
@@ -160,11 +165,16 @@ class Daemon:
                           idle_s=self.settings.sweep_interval_s)
 
     # --- reactions, sweep, jobs -----------------------------------------------------------------------------
+    def _count_reacted(self, stats: ReactionStats) -> None:
+        self.reactions.add(stats)
+        metrics.count_decisions(stats.decisions)
+        if stats.decisions.get("wait_cooldown"):  # made by the completer: the reaction service keeps the timers
+            self.event_wake.set()
+
     async def _react(self) -> float:
         assert self.pool is not None
         for stats in (await drain_reactions(self.pool), await drain_due_cooldowns(self.pool)):
-            self.reactions.add(stats)
-            metrics.count_decisions(stats.decisions)
+            self._count_reacted(stats)
         async with self.pool.acquire() as conn:
             next_at = await conn.fetchval(Q.next_reaction_due)
         return seconds_until(next_at, self.settings.sweep_interval_s)

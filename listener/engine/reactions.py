@@ -116,7 +116,7 @@ class ReactionStats:
         return asdict(self)
 
 
-def _add_counters(stats: ReactionStats, rows: Iterable[Mapping[str, Any]]) -> ReactionStats:
+def add_counters(stats: ReactionStats, rows: Iterable[Mapping[str, Any]]) -> ReactionStats:
     """Counters of the SQL reaction functions (sql/views/09_reactions.sql), one jsonb per statement they ran."""
     for counters in rows:
         for name, value in counters.items():
@@ -134,7 +134,7 @@ async def react_to_keys(conn: asyncpg.Connection, keys: Sequence[DecisionKey]) -
         return ReactionStats()
     rows = await conn.fetch(Q.react_to_due_keys, [k.lead_id for k in keys], [k.campaign_id for k in keys],
                             [k.step for k in keys], [k.latest_touch_id for k in keys])
-    return _add_counters(ReactionStats(), (r["counters"] for r in rows))
+    return add_counters(ReactionStats(), (r["counters"] for r in rows))
 
 
 async def react_to_events(conn: asyncpg.Connection, event_ids: Sequence[UUID]) -> ReactionStats:
@@ -144,7 +144,7 @@ async def react_to_events(conn: asyncpg.Connection, event_ids: Sequence[UUID]) -
     if not event_ids:
         return ReactionStats()
     rows = await conn.fetch(Q.react_to_events, list(event_ids))
-    stats = _add_counters(ReactionStats(), (r["counters"] for r in rows))
+    stats = add_counters(ReactionStats(), (r["counters"] for r in rows))
     if stats.without_touch:
         log.warning("%d touch outcome event(s) without a valid payload.touch_run_id; no decision",
                     stats.without_touch)

@@ -26,7 +26,9 @@ begin
   from new_rows n
   where core_memory_events_is_actionable(n.event_type, n.direction)
   on conflict (event_id) do nothing;
-  if found then
+  -- The completer reacts to its own touch outcomes in the same transaction (sql/views/12_complete.sql): no wake-up
+  -- for those; it sends one itself if its reaction part fails and leaves them to the reaction service.
+  if found and current_setting('revenue_asi.reacting_inline', true) is distinct from 'on' then
     perform pg_notify('core_memory_events', 'wake');
   end if;
   return null;

@@ -27,7 +27,8 @@ limit 1
 
 -- name: status_out_of_office
 -- `revenue-asi status`: leads paused out of office now, and when the first of them resumes. Walks only the leads
--- with a recent reply_out_of_office (a pause lasts at most 200 days; index core_memory_events_out_of_office).
+-- with a recent reply_out_of_office (a pause lasts at most 200 days; index core_memory_events_out_of_office, keyed by
+-- lead: read whole, only the pauses).
 select count(*)::int as leads_paused, min(p.resume_at) as next_resume_at
 from (select distinct e.lead_id from core_memory_events e
       where e.event_type = 'reply_out_of_office' and e.created_at > now() - interval '200 days') l
