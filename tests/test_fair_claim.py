@@ -112,7 +112,8 @@ async def test_an_idle_account_costs_the_claim_nothing(db):
     assert re.search(r"Recursive Union \(actual rows=1(\.00)? loops=1\)", plan), plan
     for table in ("touch_runs", "account_provider_settings", "sender_pacing", "accounts", "leads"):
         assert f"Seq Scan on {table} " not in plan, plan
-    assert max(float(m) for m in re.findall(r"actual rows=([0-9.]+)", plan)) <= 5, plan
+    # at most a lead's own touches of its step (the cadence start), whatever the number of accounts
+    assert max(float(m) for m in re.findall(r"actual rows=([0-9.]+)", plan)) <= 10, plan
 
 
 async def test_a_paced_sender_gives_one_touch_per_interval_and_its_email_goes_on(db):
@@ -245,7 +246,7 @@ async def test_the_claims_plan_is_made_once_and_planned_again_when_the_history_o
                         select lead_id, e, 'inbound', '{}' from touch_runs,
                         unnest(array['reply_received', 'reply_out_of_office', 'opened']) e""")
     await db.execute("""insert into leads (account_id, full_name, phone) select $1, 'Lead ' || i, '+14155550100'
-                        from generate_series(1, 2000) i""", account_id)
+                        from generate_series(1, 4000) i""", account_id)
     pool = await create_pool(db_url, min_size=1, max_size=1)
     try:
         analysed = await refresh_planner_statistics(pool)

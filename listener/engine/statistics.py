@@ -1,7 +1,7 @@
-"""The statistics service (SPEC §17): keeps the planner's statistics of the hot path's tables in step with their
-size, so the plans the daemon's sessions keep (the claim is planned once per connection) are made again soon after a
-table outgrows what they were made for — a bulk load into a young database, an onboarding of thousands of accounts —
-instead of when autovacuum gets to it. One cheap query every few seconds; an ANALYZE only when a table has doubled."""
+"""The statistics service (SPEC §17): the plans the daemon's sessions keep (the claim is planned once per connection)
+are made again soon after a table of the claim outgrows statistics that called it tiny — a bulk load into a young
+database, an onboarding of thousands of accounts — instead of when autovacuum gets to it
+(sql/views/11_planner_statistics.sql). One cheap query a second; an ANALYZE once or twice in a database's life."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ INTERVAL_S = 1.0
 
 
 async def refresh_planner_statistics(pool: asyncpg.Pool) -> list[str]:
-    """Analyse the tables that have outgrown their statistics; returns their names."""
+    """Analyse the claim's tables that have outgrown statistics calling them tiny; returns their names."""
     async with pool.acquire() as conn:
         analysed = list(await conn.fetchval(Q.refresh_stale_planner_statistics))
     if analysed:
-        log.info("planner statistics refreshed for %s (grown past twice their size at the last ANALYZE)",
+        log.info("planner statistics refreshed for %s (their statistics said they were nearly empty)",
                  ", ".join(analysed))
     return analysed
 
