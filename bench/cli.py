@@ -67,7 +67,7 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             "latency": lambda: latency.run(env, cfg["rates"], cfg["duration"]),
             "throughput": lambda: drain.run(env, cfg["drain_n"]),
             "scale": lambda: scale.run(env, cfg["scale_sizes"], cfg["scale_calls"]),
-            "peer": lambda: peer.run(env, cfg["drain_n"], ours=result.get("throughput"), latency=result.get("latency"),
+            "peer": lambda: peer.run(env, cfg["drain_n"], cfg["repeat"], ours=result.get("throughput"),
                                      latency_duration=cfg["duration"]),
             "limit": lambda: limit.run(env, cfg["limit_seconds"]),
             "chaos": lambda: chaos.run(env, **cfg["chaos"]),
@@ -116,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario-seconds", type=float, help="chaos: seconds of load per scenario (default 10; --quick 4)")
     p.add_argument("--scenarios", nargs="+", choices=("sigkill", "pg_restart", "race", "faults", "burst", "fault_mix"),
                    help="chaos: run only these scenarios")
-    p.add_argument("--repeat", type=int, help="fair/overhead: repetitions per side, interleaved (default 3; --quick 1)")
+    p.add_argument("--repeat", type=int, help="fair/overhead/peer: repetitions per side, interleaved (default 3; "
+                                              "--quick 1)")
     p.add_argument("--backlog", type=int, help="fair: account A's one-transaction backlog (default 20000; --quick 2000)")
     p.add_argument("--fair-daemons", type=int, nargs="+", help="fair: daemon counts to run (default 1 2; --quick 1)")
     p.add_argument("--trickle-ms", type=float, default=100.0, help="fair: account B's trickle interval (default 100)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.counting import Window
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import STATS_FLUSH_S, XACTS, Workload, checkpoint_and_count, duplicates, outcomes, wait_drained
 from listener.store.database import connect
@@ -22,8 +23,9 @@ WARMUP_PER_DAEMON = 40
 
 
 async def start_daemons(env: Env, url: str, n: int, settings: Mapping[str, Any] | None = None,
-                        names: list[str] | None = None, checkout: Path | None = None) -> list[DaemonProcess]:
-    daemons = [env.start_daemon(url, settings, name=(names[i] if names else None), checkout=checkout)
+                        names: list[str] | None = None, checkout: Path | None = None,
+                        count: bool = False) -> list[DaemonProcess]:
+    daemons = [env.start_daemon(url, settings, name=(names[i] if names else None), checkout=checkout, count=count)
                for i in range(n)]
     await asyncio.gather(*(d.wait_started() for d in daemons))
     return daemons
@@ -66,23 +68,31 @@ async def maybe_dashboard(url: str, open_it: bool) -> AsyncIterator[Any]:
 
 async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | None = None,
                 dashboard: bool = False, template: str | None = None, checkout: Path | None = None,
-                checkpoint: bool = False) -> dict[str, Any]:
+                checkpoint: bool = False, count: bool = False) -> dict[str, Any]:
     """``template``/``checkout``: the database cloned from that template and the daemons run from that checkout
     (another working tree, e.g. the commit before a change: bench/overhead.py); by default this checkout's.
-    ``checkpoint``: a CHECKPOINT just before the clock starts, and the transactions per touch counted."""
+    ``checkpoint``: a CHECKPOINT just before the clock starts, and the transactions per touch counted.
+    ``count``: the daemons run under bench/counting.py's wrapper; their statements and commits per drained touch
+    over the drain (``counted``: see counting.Window; the window's start waits for the warm-up's statistics)."""
     assert env.pg is not None
     url = await (env.pg.database_from(template, "drain") if template else env.pg.fresh_database("drain"))
     workload = await Workload(url).setup(n + WARMUP_PER_DAEMON * daemons)
-    procs = await start_daemons(env, url, daemons, settings, checkout=checkout)
+    procs = await start_daemons(env, url, daemons, settings, checkout=checkout, count=count)
+    window = Window(env.pg.url, url, [(d, d.counts) for d in procs if d.counts]) if count else None
+    in_window: dict[str, Any] | None = None
     try:
         await warm_up(env, workload, WARMUP_PER_DAEMON * daemons)
         await env.sandbox.reset()
         xacts_before = await checkpoint_and_count(url) if checkpoint else None
+        if window is not None:
+            await window.begin()
         meter = CpuMeter(env, procs)
         meter.start()
         async with maybe_dashboard(url, dashboard) as open_dashboard:
             _, insert_s, committed = await workload.burst(n)
             done = await wait_drained(url, timeout=max(120.0, n / 100))
+            if window is not None:
+                await window.end()
             if open_dashboard is not None:  # after the clock stopped: a short drain can end before the feed's push
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(open_dashboard.delivered.wait(), 10)
@@ -99,7 +109,13 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
             await conn.close()
     finally:
         await env.stop_daemons(procs)
-        await env.pg.drop_database(url)
+        try:
+            if window is not None and window.ended:
+                in_window = await window.after_exit(n)
+        finally:
+            if window is not None:
+                window.close()
+            await env.pg.drop_database(url)
     if done["reacted_at"] is None:
         raise RuntimeError(f"drain of {n} with {daemons} daemon(s) did not finish: {counts}")
     seconds = done["reacted_at"] - committed
@@ -113,6 +129,7 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
         "cpu_s": cpu, "cpu_us_per_touch": {k: round(v / n * 1e6) for k, v in cpu.items()},
         "settings": dict(settings or {}), "dashboard_open": dashboard, "dashboard_feed_events": feed_events,
         **({"transactions_per_touch": round(xacts / n, 2)} if xacts is not None else {}),
+        **({"counted": in_window} if in_window is not None else {}),
     }
 
 

@@ -87,8 +87,19 @@ def describe(checkout: Path) -> str:
 
 # --- processes --------------------------------------------------------------------------------------------------
 
+def counted(module_argv: Sequence[str], counts: Path) -> list[str]:
+    """``python -m …`` (``module_argv`` = ["-m", module, args…]) under bench/counting.py's wrapper, run by path so
+    that it works from another checkout's working directory too (the module run is the checkout's own)."""
+    from bench import counting
+
+    return counting.wrap(module_argv, counts)
+
+
 class Process:
-    """A child process the bench spawned, its output in a log file; stopped by its own PID only."""
+    """A child process the bench spawned, its output in a log file; stopped by its own PID only. ``counts``: the
+    file of bench/counting.py's wrapper when it runs under it."""
+
+    counts: Path | None = None
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path,
                  cwd: Path = REPO) -> None:
@@ -195,17 +206,20 @@ class Sandbox:
 
 class DaemonProcess(Process):
     """``revenue-asi run`` against one database and the sandbox; from ``checkout`` (another working tree of this
-    repository) instead of this one when given."""
+    repository) instead of this one when given. With ``counts``, under bench/counting.py's wrapper (its statements
+    counted, written to that file; the same process, so the same PID)."""
 
     def __init__(self, root: Path, name: str, url: str, sandbox: Sandbox, settings: Mapping[str, Any],
-                 checkout: Path | None = None) -> None:
+                 checkout: Path | None = None, counts: Path | None = None) -> None:
         env = checkout_env(checkout, {"DATABASE_URL": url, **sandbox.env(), "REVENUE_ASI_HOME": str(root / "home"),
                                       "REVENUE_ASI_WORKER_ID": name,
                                       **{k: str(v) for k, v in settings.items()}})
         self.started_at = time.monotonic()
         self.checkout = checkout
-        super().__init__(name, [sys.executable, "-m", "listener.cli", "run"], env, root / f"{name}.log",
-                         cwd=checkout or REPO)
+        self.counts = counts
+        argv = ["-m", "listener.cli", "run"]
+        super().__init__(name, counted(argv, counts) if counts else [sys.executable, *argv], env,
+                         root / f"{name}.log", cwd=checkout or REPO)
         self._log_offset = 0
 
     async def wait_started(self, timeout: float = 60.0) -> None:
@@ -240,11 +254,13 @@ class Env:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def start_daemon(self, url: str, settings: Mapping[str, Any] | None = None, name: str | None = None,
-                     checkout: Path | None = None) -> DaemonProcess:
+                     checkout: Path | None = None, count: bool = False) -> DaemonProcess:
+        """``count``: under the statement-counting wrapper (bench/counting.py), counts in ``<name>.<n>.counts.json``."""
         self._count += 1
         base = {"REVENUE_ASI_LOG_LEVEL": "INFO", "REVENUE_ASI_SWEEP_INTERVAL_S": 1.0}
-        daemon = DaemonProcess(self.root, name or f"daemon{self._count}", url, self.sandbox,
-                               {**base, **(settings or {})}, checkout)
+        name = name or f"daemon{self._count}"
+        daemon = DaemonProcess(self.root, name, url, self.sandbox, {**base, **(settings or {})}, checkout,
+                               counts=self.root / f"{name}.{self._count}.counts.json" if count else None)
         self.daemons.append(daemon)
         return daemon
 

@@ -125,5 +125,22 @@ async def run(env: Env, rates: tuple[float, ...], duration: float, settings: dic
             "dashboard": dashboard if dashboard_rate else None}
 
 
+async def at_rate(env: Env, rate: float, duration: float, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One offered rate on a fresh database, 1 daemon, measured as ``run`` measures each rate (no dashboard
+    variant): what bench/peer.py compares with the peer, once per repetition."""
+    assert env.pg is not None
+    url = await env.pg.fresh_database("latency")
+    workload = await Workload(url).setup(int(rate * duration) + 1 + 100)
+    daemons = await start_daemons(env, url, 1, SHIPPED if settings is None else settings)
+    pool = await asyncpg.create_pool(url, min_size=GENERATOR_CONNECTIONS, max_size=GENERATOR_CONNECTIONS)
+    try:
+        await warm_up(env, workload, 100)
+        return await measure_rate(env, workload, pool, rate, duration, daemons)
+    finally:
+        await pool.close()
+        await env.stop_daemons(daemons)
+        await env.pg.drop_database(url)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None

@@ -54,27 +54,55 @@ def _scale(section: dict[str, Any]) -> str:
                  ["touch_runs", "events", *names], rows)
 
 
+def _peer_row(name: str, drain: dict[str, Any], latency: dict[str, Any] | None, ratio: Any = "") -> list[Any]:
+    cpu = drain.get("cpu_us_per_touch") or {}
+    counted = drain.get("counted") or {}
+    total = drain.get("cpu_us_per_touch_total", sum(v for v in cpu.values() if v is not None) if cpu else None)
+    return [name, drain.get("touches_per_s"), drain.get("seconds"), ratio, (latency or {}).get("p50_ms", ""),
+            (latency or {}).get("p99_ms", ""), cpu.get("daemons"), cpu.get("postgres"), cpu.get("sandbox"), total,
+            drain.get("statements_per_touch", counted.get("statements_per_touch")),
+            drain.get("commits_per_touch", counted.get("commits_per_touch"))]
+
+
 def _peer(section: dict[str, Any]) -> str:
     lat = section.get("latency", {})
-    rows = [["ours (1 daemon, shipped defaults: concurrency 32)", section["ours"]["touches_per_s"],
-             section["ours"]["seconds"], lat.get("ours", {}).get("p50_ms"), lat.get("ours", {}).get("p99_ms")],
-            ["pgqueuer (1 worker, batch 16, 32 tasks: same settings)", section["pgqueuer"]["touches_per_s"],
-             section["pgqueuer"]["seconds"], lat.get("pgqueuer", {}).get("p50_ms"),
-             lat.get("pgqueuer", {}).get("p99_ms")],
-            ["pgqueuer (64 tasks, its faster setting)", section["pgqueuer_64_tasks"]["touches_per_s"],
-             section["pgqueuer_64_tasks"]["seconds"], "", ""],
-            ["ratio ours / pgqueuer (same settings)", section["ratio"], "", lat.get("p50_ratio_peer_over_ours"),
-             lat.get("p99_ratio_peer_over_ours")],
-            ["ratio ours / pgqueuer 64 tasks", section["ratio_vs_peer_64_tasks"], "", "", ""]]
-    if section.get("ratio_tuned") is not None:
-        rows.append(["ratio, ours tuned (concurrency 128) / pgqueuer", section["ratio_tuned"], "", "", ""])
+    mine, peer = section["ours"], section["pgqueuer"]
+    rows: list[list[Any]] = []
+    for r in section.get("runs", []):
+        rows.append(_peer_row(f"run {r['rep'] + 1}: ours", r["ours"], r["latency"]["ours"], r.get("ratio")))
+        rows.append(_peer_row(f"run {r['rep'] + 1}: pgqueuer", r["pgqueuer"], r["latency"]["pgqueuer"]))
+    rows.append(_peer_row("median: ours (1 daemon, shipped defaults: concurrency 32)", mine, lat.get("ours"),
+                          section.get("ratio")))
+    rows.append(_peer_row("median: pgqueuer (1 worker, batch 16, 32 tasks: same settings)", peer,
+                          lat.get("pgqueuer")))
+    rows.append(_peer_row("pgqueuer (64 tasks, its faster setting; once)", section["pgqueuer_64_tasks"], None,
+                          section.get("ratio_vs_peer_64_tasks")))
     cpu = section.get("cpu_us_per_touch") or {}
-    return table(f"peer: drain of {section['touches']} touches and latency at {lat.get('rate')}/s, same server, "
-                 "same fake provider (latency ratios: peer / ours, > 1 = ours faster); CPU µs per touch ours "
-                 f"{cpu.get('ours')}, pgqueuer {cpu.get('pgqueuer')} (peer / ours "
-                 f"{cpu.get('total_ratio_peer_over_ours')}); the fake alone bounds the drain ratio at "
-                 f"{cpu.get('ratio_ceiling_from_the_fake')}",
-                 ["consumer", "touches/s", "seconds", "p50 ms", "p99 ms"], rows)
+    rows.append(["pgqueuer / ours (latency, cpu: medians)", "", "", "", lat.get("p50_ratio_peer_over_ours"),
+                 lat.get("p99_ratio_peer_over_ours"), "", "", "", cpu.get("total_ratio_peer_over_ours"), "", ""])
+    if section.get("ratio_tuned") is not None:
+        rows.append(["ours tuned (concurrency 128, throughput section) / pgqueuer", "", "", section["ratio_tuned"],
+                     "", "", "", "", "", "", "", ""])
+    repeat = section.get("repeat", 1)
+    parts = [table(
+        f"peer: drain of {section['touches']} touches and latency at {lat.get('rate')}/s, same server, same fake "
+        f"provider; {repeat} run(s) interleaved, medians below them (ratio = ours / pgqueuer touches/s; the median "
+        "ratio is the median of the runs' ratios); cpu = µs of CPU per touch by process class (consumer = our daemon "
+        "or the pgqueuer worker); stmts = statements per drained touch (client side), commits = per drained touch "
+        "(pg_stat_database, net of the bench's own); the fake alone bounds the drain ratio at "
+        f"{cpu.get('ratio_ceiling_from_the_fake')}",
+        ["consumer", "touches/s", "seconds", "ratio", "p50 ms", "p99 ms", "cpu consumer", "cpu postgres", "cpu fake",
+         "cpu total", "stmts", "commits"], rows)]
+    for side, name in (("ours", "ours"), ("pgqueuer", "pgqueuer")):
+        top = (section.get(side) or {}).get("top") or {}
+        if not top:
+            continue
+        top_rows = [["client time", q["query"], q["us_per_touch"], q["calls_per_touch"]] for q in top["by_time"]]
+        top_rows += [["calls", q["query"], q["us_per_touch"], q["calls_per_touch"]] for q in top["by_calls"]]
+        parts.append(table(f"peer, {name}: top {len(top['by_time'])} statements per drained touch by client time "
+                           "and by calls (client side: send → result, waiting included; medians of the runs)",
+                           ["top by", "query", "µs/touch", "calls/touch"], top_rows))
+    return "\n".join(parts)
 
 
 def _limit(section: dict[str, Any]) -> str:
@@ -188,12 +216,16 @@ def render(result: dict[str, Any]) -> str:
 def ok(result: dict[str, Any]) -> bool:
     """Correctness only (never timing): nothing sent twice, nothing lost."""
     good = True
+    peer_runs = result.get("peer", {}).get("runs", [])
     if "chaos" in result:
         good &= bool(result["chaos"]["ok"])
-    for r in result.get("latency", {}).get("rates", []):
+    for r in [*result.get("latency", {}).get("rates", []),
+              *(run["latency"][side] for run in peer_runs for side in ("ours", "pgqueuer"))]:
         good &= r["sent_twice"] == 0 and r["missing"] == 0
     overhead = result.get("overhead", {})
-    for r in [*result.get("throughput", {}).get("runs", []), result.get("peer", {}).get("pgqueuer"),
+    peer = result.get("peer", {})
+    for r in [*result.get("throughput", {}).get("runs", []), peer.get("pgqueuer_64_tasks"),
+              *(run[side] for run in peer.get("runs", []) for side in ("ours", "pgqueuer")),
               *overhead.get("before", {}).get("runs", []), *overhead.get("after", {}).get("runs", [])]:
         if r is None:
             continue

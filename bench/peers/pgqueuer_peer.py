@@ -57,6 +57,10 @@ from updated u
 """
 
 
+# Every job done (pgqueuer deletes a job when its entrypoint returned; the bench waits for this after a drain).
+QUEUE_EMPTY = "select not exists (select 1 from pgqueuer)"
+
+
 async def install(conn: asyncpg.Connection) -> None:
     """pgqueuer's schema, by its own installer."""
     await Queries(AsyncpgDriver(conn)).install()
