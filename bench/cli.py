@@ -68,7 +68,8 @@ async def run_sections(args: argparse.Namespace, sections: tuple[str, ...]) -> d
             "throughput": lambda: drain.run(env, cfg["drain_n"]),
             "scale": lambda: scale.run(env, cfg["scale_sizes"], cfg["scale_calls"]),
             "peer": lambda: peer.run(env, cfg["drain_n"], cfg["repeat"], ours=result.get("throughput"),
-                                     latency_duration=cfg["duration"]),
+                                     latency_duration=cfg["duration"],
+                                     before=args.before if args.section == "peer" else None),
             "limit": lambda: limit.run(env, cfg["limit_seconds"]),
             "chaos": lambda: chaos.run(env, **cfg["chaos"]),
             "fair": lambda: fair.run(env, cfg["fair"]["n"], cfg["fair"]["daemons"], cfg["repeat"],
@@ -124,7 +125,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--paced-touches", type=int, help="pacing: the paced sender's backlog (default 300; --quick 60)")
     p.add_argument("--max-per-second", type=float, default=5.0, help="pacing: the sender's config.max_per_second")
     p.add_argument("--before", type=Path, help="overhead: a checkout of the commit before the fair claim "
-                                               "(git worktree add --detach /tmp/before fad94b7)")
+                                               "(git worktree add --detach /tmp/before fad94b7); peer: a checkout "
+                                               "drained beside ours in each run (its statements, commits, CPU)")
     p.add_argument("--after", type=Path, help="overhead: a checkout for the other side (default: this one)")
     p.add_argument("--overhead-touches", type=int, help="overhead: touches per drain (default 10000; --quick 2000)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) after the run")

@@ -25,13 +25,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bench import drain
 from bench.counting import TOP, Window
-from bench.env import ACCOUNT_SID, AUTH_TOKEN, CpuMeter, Env, Process, clean_env, counted
+from bench.env import ACCOUNT_SID, AUTH_TOKEN, CpuMeter, Env, Process, clean_env, counted, describe
 from bench.peers import pgqueuer_peer
 from bench.workload import Workload, duplicates, insert_many, outcomes
 from listener.store.database import connect
@@ -241,8 +242,8 @@ def _side(drains: list[dict[str, Any]], latencies: list[dict[str, Any]], n: int)
         "top": _top_of_medians(drains, n),
         "latency": {"p50_ms": _median((r.get("p50_ms") for r in latencies), 2),
                     "p99_ms": _median((r.get("p99_ms") for r in latencies), 2),
-                    "received": min(r.get("received", 0) for r in latencies),
-                    "touches": min(r.get("touches", 0) for r in latencies),
+                    "received": min((r.get("received", 0) for r in latencies), default=0),
+                    "touches": min((r.get("touches", 0) for r in latencies), default=0),
                     "missing": sum(r.get("missing", 0) for r in latencies),
                     "sent_twice": sum(r.get("sent_twice", 0) for r in latencies)},
         **({"concurrency": drains[0]["concurrency"]} if "concurrency" in drains[0] else {}),
@@ -251,16 +252,25 @@ def _side(drains: list[dict[str, Any]], latencies: list[dict[str, Any]], n: int)
 
 
 async def run(env: Env, n: int, repeat: int = 1, ours: dict[str, Any] | None = None,
-              latency_duration: float = 10.0) -> dict[str, Any]:
+              latency_duration: float = 10.0, before: Path | None = None) -> dict[str, Any]:
     """Ours at the shipped defaults against the peer with the same settings, ``repeat`` times interleaved (ours,
     peer, ours, peer, … each on a fresh database): the drain (statements and commits counted for both), then the
     latency at 200/s of each; then the peer at 64 tasks once. Medians over the repetitions. ``ours``: the
-    throughput section of the same invocation, for the ratio of ours tuned (concurrency 128), if it ran."""
+    throughput section of the same invocation, for the ratio of ours tuned (concurrency 128), if it ran.
+    ``before``: a checkout of an earlier commit; each repetition also drains it (its own template and daemon, counted
+    the same way), so its CPU, statements and commits per touch and its top statements sit beside ours and the
+    peer's in the same run."""
     from bench.latency import at_rate
 
+    before_template = await env.pg.checkout_template(before, env.root) if before is not None and env.pg else None
     runs: list[dict[str, Any]] = []
     for rep in range(repeat):
         started = time.perf_counter()
+        earlier = None
+        if before is not None:
+            earlier = await drain.drain(env, n, 1, drain.SHIPPED, template=before_template, checkout=before,
+                                        count=True)
+            earlier["concurrency"] = drain.concurrency(drain.SHIPPED)
         shipped = await drain.drain(env, n, 1, drain.SHIPPED, count=True)
         shipped["concurrency"] = drain.concurrency(drain.SHIPPED)
         same = await pgqueuer_drain(env, n, SAME_AS_SHIPPED_TASKS, count=True)
@@ -273,6 +283,8 @@ async def run(env: Env, n: int, repeat: int = 1, ours: dict[str, Any] | None = N
                                                                     our_latency.get("p50_ms")),
                                  "p99_ratio_peer_over_ours": _ratio(peer_latency.get("p99_ms"),
                                                                     our_latency.get("p99_ms"))},
+                     **({"ours_before": earlier,
+                         "ratio_before": _ratio(earlier["touches_per_s"], same["touches_per_s"])} if earlier else {}),
                      "wall_s": round(time.perf_counter() - started, 1)})
     faster = await pgqueuer_drain(env, n, FASTER_TASKS)
     sides = {side: _side([r[side] for r in runs], [r["latency"][side] for r in runs], n) for side in SIDES}
@@ -307,4 +319,13 @@ async def run(env: Env, n: int, repeat: int = 1, ours: dict[str, Any] | None = N
                                                               "top")} for side in SIDES}
     if tuned is not None:
         result["ratio_tuned"] = _ratio(tuned["touches_per_s"], peer["touches_per_s"])
+    if before is not None:
+        earlier_side = _side([r["ours_before"] for r in runs], [], n)
+        del earlier_side["latency"]
+        result["ours_before"] = {"checkout": str(before), "commit": describe(before), **earlier_side}
+        result["ratio_before"] = _median((r["ratio_before"] for r in runs), 2)
+        result["statements"]["ours_before"] = {k: earlier_side[k] for k in (
+            "statements_per_touch", "commits_per_touch", "rollbacks_per_touch", "client_commits_per_touch", "top")}
+        result["cpu_us_per_touch"]["ours_before"] = earlier_side["cpu_us_per_touch"]
+        result["cpu_us_per_touch"]["total"]["ours_before"] = earlier_side["cpu_us_per_touch_total"]
     return result

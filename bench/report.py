@@ -69,8 +69,13 @@ def _peer(section: dict[str, Any]) -> str:
     mine, peer = section["ours"], section["pgqueuer"]
     rows: list[list[Any]] = []
     for r in section.get("runs", []):
+        if r.get("ours_before"):
+            rows.append(_peer_row(f"run {r['rep'] + 1}: ours before", r["ours_before"], None, r.get("ratio_before")))
         rows.append(_peer_row(f"run {r['rep'] + 1}: ours", r["ours"], r["latency"]["ours"], r.get("ratio")))
         rows.append(_peer_row(f"run {r['rep'] + 1}: pgqueuer", r["pgqueuer"], r["latency"]["pgqueuer"]))
+    if section.get("ours_before"):
+        rows.append(_peer_row(f"median: ours before ({section['ours_before'].get('commit', '')[:40]})",
+                              section["ours_before"], None, section.get("ratio_before")))
     rows.append(_peer_row("median: ours (1 daemon, shipped defaults: concurrency 32)", mine, lat.get("ours"),
                           section.get("ratio")))
     rows.append(_peer_row("median: pgqueuer (1 worker, batch 16, 32 tasks: same settings)", peer,
@@ -93,7 +98,7 @@ def _peer(section: dict[str, Any]) -> str:
         f"{cpu.get('ratio_ceiling_from_the_fake')}",
         ["consumer", "touches/s", "seconds", "ratio", "p50 ms", "p99 ms", "cpu consumer", "cpu postgres", "cpu fake",
          "cpu total", "stmts", "commits"], rows)]
-    for side, name in (("ours", "ours"), ("pgqueuer", "pgqueuer")):
+    for side, name in (("ours_before", "ours before"), ("ours", "ours"), ("pgqueuer", "pgqueuer")):
         top = (section.get(side) or {}).get("top") or {}
         if not top:
             continue
