@@ -21,14 +21,17 @@ begin
                    and n.event_type not in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced'))
   order by l.id
   for no key update;
+  -- The completer reacts to its own touch outcomes in the same transaction (sql/views/12_complete.sql): those are not
+  -- filed (it files them itself, with a wake-up, if its reaction part fails).
+  if current_setting('revenue_asi.reacting_inline', true) = 'on' then
+    return null;
+  end if;
   insert into event_reactions (event_id, lead_id, event_type, created_at)
   select n.id, n.lead_id, n.event_type, n.created_at
   from new_rows n
   where core_memory_events_is_actionable(n.event_type, n.direction)
   on conflict (event_id) do nothing;
-  -- The completer reacts to its own touch outcomes in the same transaction (sql/views/12_complete.sql): no wake-up
-  -- for those; it sends one itself if its reaction part fails and leaves them to the reaction service.
-  if found and current_setting('revenue_asi.reacting_inline', true) is distinct from 'on' then
+  if found then
     perform pg_notify('core_memory_events', 'wake');
   end if;
   return null;

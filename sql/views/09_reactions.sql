@@ -27,36 +27,12 @@ drop function if exists iso_utc(timestamptz, boolean);
 -- A timestamp as Python's datetime.isoformat() writes a UTC datetime ('…+00:00', microseconds only when not zero),
 -- or as pydantic does ('…Z'): the fallback_decision payload keeps the form it had when Python wrote it.
 create function iso_utc(p_at timestamptz, p_zulu boolean default false) returns text
-language sql immutable parallel safe
+language sql stable parallel safe  -- stable, as to_char is: so it is inlined where it is called
 as $$
   select to_char(p_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
          || case when date_part('microseconds', p_at)::bigint % 1000000 <> 0
                  then to_char(p_at at time zone 'UTC', '.US') else '' end
          || case when p_zulu then 'Z' else '+00:00' end
-$$;
-
--- The fallback_decision event's payload (SPEC §4): the decision (as listener.rules.decision.Decision.event_payload
--- writes it) and the key it is for.
-create function decision_event_payload(
-  p_lead_id uuid, p_campaign_id uuid, p_step int, p_trigger_event_id uuid, p_decision text, p_current_channel text,
-  p_next_channel text, p_cooldown_until timestamptz, p_stop_reason text, p_skipped_channels text[],
-  p_latest_touch_id uuid, p_cadence_started_at timestamptz, p_channels jsonb) returns jsonb
-language sql stable
-as $$
-  select jsonb_build_object(
-    'touch_run_id', p_latest_touch_id::text, 'decision', p_decision, 'current_channel', p_current_channel,
-    'next_channel', p_next_channel, 'cooldown_until', iso_utc(p_cooldown_until), 'stop_reason', p_stop_reason,
-    'skipped_channels', to_jsonb(coalesce(p_skipped_channels, '{}')),
-    'attempts', coalesce((select jsonb_object_agg(c ->> 'channel', c -> 'attempts_done')
-                          from jsonb_array_elements(p_channels) c), '{}'::jsonb),
-    'channels', coalesce((select jsonb_agg(c || jsonb_build_object(
-                                   'last_attempt_at', iso_utc((c ->> 'last_attempt_at')::timestamptz, true),
-                                   'cooldown_until', iso_utc((c ->> 'cooldown_until')::timestamptz, true))
-                                 order by n)
-                          from jsonb_array_elements(p_channels) with ordinality x(c, n)), '[]'::jsonb),
-    'cadence_started_at', iso_utc(p_cadence_started_at),
-    'lead_id', p_lead_id::text, 'campaign_id', p_campaign_id::text, 'step', p_step,
-    'trigger_event_id', p_trigger_event_id::text)
 $$;
 
 -- The first touch of a campaign step, on the step's routing.primary_channel, from the campaign_steps template with
@@ -112,12 +88,13 @@ $$;
 
 -- One round of keys (at most one per lead): decide each at now() and act — the fallback_decision event, the
 -- follow-up touch, the cooldown timer, the step advanced (with its first touch) or the cadence completed or stopped,
--- and their events. A key whose newest touch is no longer p_latest_touch_ids[i] is superseded: that touch's own
--- outcome decides. One statement.
+-- and their events. A key whose newest touch is no longer p_latest_touch_ids[i], or that has a touch still open, is
+-- superseded: that touch's own outcome decides. One statement.
 create function react_round_decisions(p_lead_ids uuid[], p_campaign_ids uuid[], p_steps int[],
                                       p_latest_touch_ids uuid[], p_trigger_ids uuid[])
 returns jsonb
 language sql
+set plan_cache_mode = force_generic_plan
 as $$
   with keys as (
     select * from unnest(p_lead_ids, p_campaign_ids, p_steps, p_latest_touch_ids, p_trigger_ids)
@@ -130,14 +107,28 @@ as $$
     from keys k
     cross join lateral decide_next_channel_for_lead(k.lead_id, k.campaign_id, k.step, now()) d
     where d.latest_touch_id = k.latest_touch_id
+      and not exists (select 1 from touch_runs o
+                      where o.lead_id = k.lead_id and o.campaign_id is not distinct from k.campaign_id
+                        and o.step = k.step and o.status in ('queued', 'scheduled', 'processing'))
     order by d.latest_touch_id, k.ord
-  ), decision_events as (
+  ), decision_events as (  -- the payload as listener.rules.decision.Decision.event_payload wrote it (SPEC §4)
     insert into core_memory_events (lead_id, event_type, event_source, channel, direction, payload)
     select d.lead_id, 'fallback_decision', 'decision_engine', d.current_channel, 'internal',
-           decision_event_payload(d.lead_id, d.campaign_id, d.step, d.trigger_id, d.decision, d.current_channel,
-                                  d.next_channel, d.cooldown_until, nullif(d.stop_reason, ''), d.skipped_channels,
-                                  d.latest_touch_id, d.cadence_started_at, d.channels)
+           jsonb_build_object(
+             'touch_run_id', d.latest_touch_id::text, 'decision', d.decision, 'current_channel', d.current_channel,
+             'next_channel', d.next_channel, 'cooldown_until', iso_utc(d.cooldown_until),
+             'stop_reason', nullif(d.stop_reason, ''), 'skipped_channels', to_jsonb(coalesce(d.skipped_channels, '{}')),
+             'attempts', c.attempts, 'channels', c.channels, 'cadence_started_at', iso_utc(d.cadence_started_at),
+             'lead_id', d.lead_id::text, 'campaign_id', d.campaign_id::text, 'step', d.step,
+             'trigger_event_id', d.trigger_id::text)
     from decided d
+    cross join lateral (
+      select coalesce(jsonb_object_agg(x.c ->> 'channel', x.c -> 'attempts_done'), '{}'::jsonb) as attempts,
+             coalesce(jsonb_agg(x.c || jsonb_build_object(
+                                  'last_attempt_at', iso_utc((x.c ->> 'last_attempt_at')::timestamptz, true),
+                                  'cooldown_until', iso_utc((x.c ->> 'cooldown_until')::timestamptz, true))
+                                order by x.n), '[]'::jsonb) as channels
+      from jsonb_array_elements(d.channels) with ordinality x(c, n)) c
   ), follow_ups as (
     insert into touch_runs (account_id, lead_id, campaign_id, step, channel, status, scheduled_at, payload,
                             idempotency_key)
@@ -206,6 +197,7 @@ $$;
 create function react_round_stop_events(p_event_ids uuid[])
 returns jsonb
 language sql
+set plan_cache_mode = force_generic_plan
 as $$
   with ev as (
     select e.id, e.lead_id, e.event_type, e.created_at, x.suppression,
@@ -259,6 +251,7 @@ $$;
 create function defer_for_out_of_office(p_event_ids uuid[])
 returns table (touch_run_id uuid)
 language sql
+set plan_cache_mode = force_generic_plan
 as $$
   with pause as (
     select e.id as trigger_event_id, p.*
@@ -292,6 +285,7 @@ $$;
 create function resume_after_reply(p_event_ids uuid[])
 returns table (touch_run_id uuid)
 language sql
+set plan_cache_mode = force_generic_plan
 as $$
   with resumed as (
     update touch_runs t
@@ -319,98 +313,95 @@ $$;
 create function react_to_events(p_event_ids uuid[])
 returns setof jsonb
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 declare
-  all_ids uuid[];
-  all_rounds int[];
-  round_ids uuid[];
-  others uuid[];
-  ooo uuid[];
-  ending uuid[];
+  ids uuid[];         -- every event, in order (created_at, id), with:
+  rounds int[];       --   its round: its rank among the events of its lead (the touch's lead for a touch outcome)
+  kinds text[];       --   decide | no_touch (an outcome whose payload names no touch) | other (any other event)
+                      --   | pause | pause_end (SPEC §19; also 'other': they may stop something too) | none
+  t_ids uuid[];       --   an outcome's touch, when it exists: its key
+  t_leads uuid[];
+  t_campaigns uuid[];
+  t_steps int[];
+  round_no int;
+  in_round boolean[];
+  picked uuid[];
   k_leads uuid[];
   k_campaigns uuid[];
   k_steps int[];
   k_touches uuid[];
   k_triggers uuid[];
-  n_outcomes int;
-  n_without_touch int;
 begin
-  -- the round of each event: its rank among the events of its lead (the touch's lead for a touch outcome)
-  select array_agg(r.id order by r.created_at, r.id), array_agg(r.n order by r.created_at, r.id)
-    into all_ids, all_rounds
-  from (select e.id, e.created_at,
-               row_number() over (partition by coalesce(t.lead_id, e.lead_id) order by e.created_at, e.id) as n
+  select array_agg(c.id order by c.created_at, c.id),
+         array_agg(c.n order by c.created_at, c.id),
+         array_agg(c.kind order by c.created_at, c.id),
+         array_agg(c.touch_id order by c.created_at, c.id),
+         array_agg(c.touch_lead order by c.created_at, c.id),
+         array_agg(c.touch_campaign order by c.created_at, c.id),
+         array_agg(c.touch_step order by c.created_at, c.id)
+    into ids, rounds, kinds, t_ids, t_leads, t_campaigns, t_steps
+  from (select e.id, e.created_at, t.id as touch_id, t.lead_id as touch_lead, t.campaign_id as touch_campaign,
+               t.step as touch_step,
+               row_number() over (partition by coalesce(t.lead_id, e.lead_id) order by e.created_at, e.id) as n,
+               case
+                 when not x.outcome then
+                   case when e.event_type = 'reply_out_of_office' then 'pause'
+                        when e.event_type in ('reply_positive', 'reply_negative')
+                             or (e.event_type = 'reply_received'
+                                 and (e.payload ->> 'classification') is distinct from 'out_of_office')
+                        then 'pause_end'
+                        else 'other' end
+                 when e.event_type in ('touch_undelivered', 'email_bounced')
+                      and (e.payload ->> 'failure_class') is distinct from 'permanent' then 'none'
+                 when x.touch_run_id is null then 'no_touch'
+                 else 'decide'
+               end as kind
         from core_memory_events e
-        left join touch_runs t
-          on e.event_type in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced')
-         and t.id = case when pg_input_is_valid(e.payload ->> 'touch_run_id', 'uuid')
-                         then (e.payload ->> 'touch_run_id')::uuid end
-        where e.id = any(p_event_ids)) r;
-  if all_ids is null then
+        cross join lateral (
+          select e.event_type in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced') as outcome,
+                 case when pg_input_is_valid(e.payload ->> 'touch_run_id', 'uuid')
+                      then (e.payload ->> 'touch_run_id')::uuid end as touch_run_id) x
+        left join touch_runs t on x.outcome and t.id = x.touch_run_id
+        where e.id = any(p_event_ids)) c;
+  if ids is null then
     return;
   end if;
 
-  for round_no in 1 .. (select max(n) from unnest(all_rounds) n) loop
-    round_ids := array(select u.id from unnest(all_ids, all_rounds) u(id, n) where u.n = round_no);
+  for round_no in 1 .. (select max(n) from unnest(rounds) n) loop
+    in_round := array(select r = round_no from unnest(rounds) r);
+    return next jsonb_build_object(
+      'events', (select count(*) from unnest(in_round) i where i),
+      'without_touch', (select count(*) from unnest(in_round, kinds) u(i, k) where i and k = 'no_touch'));
 
-    select array_agg(e.id order by e.created_at, e.id) filter (where e.event_type not in
-             ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced')),
-           array_agg(e.id) filter (where e.event_type = 'reply_out_of_office'),
-           array_agg(e.id) filter (where e.event_type in ('reply_positive', 'reply_negative')
-                                   or (e.event_type = 'reply_received'
-                                       and (e.payload ->> 'classification') is distinct from 'out_of_office')),
-           count(*) filter (where e.event_type in ('touch_sent', 'touch_failed')
-                            or (e.event_type in ('touch_undelivered', 'email_bounced')
-                                and e.payload ->> 'failure_class' = 'permanent')),
-           count(*) filter (where (e.event_type in ('touch_sent', 'touch_failed')
-                                   or (e.event_type in ('touch_undelivered', 'email_bounced')
-                                       and e.payload ->> 'failure_class' = 'permanent'))
-                                  and not pg_input_is_valid(e.payload ->> 'touch_run_id', 'uuid'))
-      into others, ooo, ending, n_outcomes, n_without_touch
-    from core_memory_events e
-    where e.id = any(round_ids);
-    return next jsonb_build_object('events', cardinality(round_ids), 'without_touch', n_without_touch);
+    picked := array(select u.id from unnest(ids, in_round, kinds) u(id, i, k) where i and k = 'pause');
+    if picked <> '{}' then  -- SPEC §19: a pause, not a stop (then, below, whatever it stops)
+      return next (select jsonb_build_object('touches_deferred', count(*)) from defer_for_out_of_office(picked));
+    end if;
+    picked := array(select u.id from unnest(ids, in_round, kinds) u(id, i, k) where i and k = 'pause_end');
+    if picked <> '{}' then  -- a non-automatic reply ends an out-of-office pause at once
+      return next (select jsonb_build_object('touches_resumed', count(*)) from resume_after_reply(picked));
+    end if;
+    picked := array(select u.id from unnest(ids, in_round, kinds) u(id, i, k)
+                    where i and k in ('other', 'pause', 'pause_end'));
+    if picked <> '{}' then
+      return next react_round_stop_events(picked);
+    end if;
 
-
-    if ooo is not null then  -- SPEC §19: a pause, not a stop (then, below, whatever it stops)
-      return next (select jsonb_build_object('touches_deferred', count(*)) from defer_for_out_of_office(ooo));
-    end if;
-    if ending is not null then  -- a non-automatic reply ends an out-of-office pause at once
-      return next (select jsonb_build_object('touches_resumed', count(*)) from resume_after_reply(ending));
-    end if;
-    if others is not null then
-      return next react_round_stop_events(others);
-    end if;
-    if n_outcomes > n_without_touch then
-      -- touch outcomes: the touch's key, decided only while the touch is its newest and none of it is open
-      select array_agg(t.lead_id order by e.created_at, e.id) filter (where x.decides),
-             array_agg(t.campaign_id order by e.created_at, e.id) filter (where x.decides),
-             array_agg(t.step order by e.created_at, e.id) filter (where x.decides),
-             array_agg(t.id order by e.created_at, e.id) filter (where x.decides),
-             array_agg(e.id order by e.created_at, e.id) filter (where x.decides),
-             count(*) filter (where not x.decides)
-        into k_leads, k_campaigns, k_steps, k_touches, k_triggers, n_outcomes
-      from core_memory_events e
-      cross join lateral (select case when pg_input_is_valid(e.payload ->> 'touch_run_id', 'uuid')
-                                      then (e.payload ->> 'touch_run_id')::uuid end as touch_run_id) p
-      left join touch_runs t on t.id = p.touch_run_id
-      cross join lateral (
-        select t.id is not null
-               and t.id = (select k.id from touch_runs k
-                           where k.lead_id = t.lead_id and k.campaign_id is not distinct from t.campaign_id
-                             and k.step = t.step
-                           order by k.created_at desc, k.id desc limit 1)
-               and not exists (select 1 from touch_runs k
-                               where k.lead_id = t.lead_id and k.campaign_id is not distinct from t.campaign_id
-                                 and k.step = t.step and k.status in ('queued', 'scheduled', 'processing'))
-               as decides) x
-      where e.id = any(round_ids) and p.touch_run_id is not null
-        and (e.event_type in ('touch_sent', 'touch_failed')
-             or (e.event_type in ('touch_undelivered', 'email_bounced') and e.payload ->> 'failure_class' = 'permanent'));
-      return next jsonb_build_object('superseded', n_outcomes);
-      if k_leads is not null then
-        return next react_round_decisions(k_leads, k_campaigns, k_steps, k_touches, k_triggers);
-      end if;
+    -- touch outcomes: the touch's key (an outcome whose touch does not exist is superseded: nothing to decide)
+    select array_agg(u.lead_id) filter (where u.lead_id is not null),
+           array_agg(u.campaign_id) filter (where u.lead_id is not null),
+           array_agg(u.step) filter (where u.lead_id is not null),
+           array_agg(u.touch_id) filter (where u.lead_id is not null),
+           array_agg(u.id) filter (where u.lead_id is not null)
+      into k_leads, k_campaigns, k_steps, k_touches, k_triggers
+    from unnest(ids, in_round, kinds, t_ids, t_leads, t_campaigns, t_steps)
+         u(id, i, k, touch_id, lead_id, campaign_id, step)
+    where u.i and u.k = 'decide';
+    return next jsonb_build_object('superseded', (select count(*) from unnest(in_round, kinds, t_ids) u(i, k, t)
+                                                  where i and k = 'decide' and t is null));
+    if k_leads is not null then
+      return next react_round_decisions(k_leads, k_campaigns, k_steps, k_touches, k_triggers);
     end if;
   end loop;
 end;
@@ -420,6 +411,7 @@ $$;
 create function react_to_due_keys(p_lead_ids uuid[], p_campaign_ids uuid[], p_steps int[], p_latest_touch_ids uuid[])
 returns setof jsonb
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   round_no int := 0;

@@ -5,17 +5,19 @@
 --
 -- Only our own lease is completed. A touch row locked by another session (an operator's open transaction) is
 -- skipped, not waited for (SPEC §20): it comes back as busy and is written again later, while the rest of the batch
--- commits now. The events are filed in event_reactions by their trigger as always (nothing is lost if this
--- transaction's reaction part fails); the reaction part takes them back and reacts set-based (react_to_events), in
--- a subtransaction that waits at most p_row_lock_wait_ms for a row lock. When it fails — a row locked elsewhere, a
--- row the database refuses — it is rolled back alone and the reactions stay filed, with a wake-up for the reaction
--- service, which isolates them one by one with its retries (SPEC §11, §20); the outcomes commit either way.
+-- commits now. The reaction part reacts set-based (react_to_events) in a subtransaction that waits at most
+-- p_row_lock_wait_ms for a row lock; the events' trigger does not file them in event_reactions meanwhile (the same
+-- transaction reacts; a crash rolls back events and reactions together). When the reaction part fails — a row
+-- locked elsewhere, a row the database refuses — it is rolled back alone and the events are filed in
+-- event_reactions here, with a wake-up for the reaction service, which isolates them one by one with its retries
+-- (SPEC §11, §20); the outcomes commit either way.
 -- Returns one row per busy touch (busy_touch_id) and one per counters of the reaction (counters).
 drop function if exists complete_touches(text, text, int);
 
 create function complete_touches(p_outcomes text, p_worker text, p_row_lock_wait_ms int)
 returns table (busy_touch_id uuid, counters jsonb)
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 #variable_conflict use_column
 declare
@@ -24,7 +26,7 @@ declare
   reacted jsonb;
   lock_wait text := current_setting('lock_timeout');
 begin
-  -- the trigger files the reactions of these events without waking the reaction service: they are reacted to below
+  -- the trigger does not file these events' reactions (nor wake the reaction service): they are reacted to below
   perform set_config('revenue_asi.reacting_inline', 'on', true);
   with done as (
     select * from jsonb_to_recordset(p_outcomes::jsonb) as d(
@@ -67,10 +69,12 @@ begin
   end if;
   begin
     perform set_config('lock_timeout', p_row_lock_wait_ms::text, true);
-    delete from event_reactions where event_id = any(outcome_events);
     select jsonb_agg(r) into reacted from react_to_events(outcome_events) r;
     perform set_config('lock_timeout', lock_wait, true);
   exception when others then
+    insert into event_reactions (event_id, lead_id, event_type, created_at)
+    select e.id, e.lead_id, e.event_type, e.created_at from core_memory_events e where e.id = any(outcome_events)
+    on conflict (event_id) do nothing;
     perform pg_notify('core_memory_events', 'wake');
     reacted := jsonb_build_array(jsonb_build_object('deferred', cardinality(outcome_events)));
   end;
