@@ -18,6 +18,7 @@ from bench.counting import Window
 from bench.env import CpuMeter, DaemonProcess, Env
 from bench.workload import STATS_FLUSH_S, XACTS, Workload, checkpoint_and_count, duplicates, outcomes, wait_drained
 from listener.store.database import connect
+from listener.store.queries import Q
 
 WARMUP_PER_DAEMON = 40
 
@@ -32,12 +33,23 @@ async def start_daemons(env: Env, url: str, n: int, settings: Mapping[str, Any] 
 
 
 async def warm_up(env: Env, workload: Workload, n: int, timeout: float = 60.0) -> None:
-    """Send ``n`` touches through the daemons (connections opened, statements prepared, HTTP pools filled)."""
+    """Send ``n`` touches through the daemons (connections opened, statements prepared, HTTP pools filled), and
+    wait until the daemons have enriched the workload's new leads (SPEC §15: a daemon enriches every lead inserted
+    while it runs; the drain must not measure that work)."""
     await workload.burst(n)
     done = await wait_drained(workload.url, timeout=timeout)
     if done["reacted_at"] is None:
         logs = "\n".join(f"--- {d.name}\n{d.tail()}" for d in env.daemons)
         raise RuntimeError(f"warm-up did not drain within {timeout}s\n{logs}")
+    conn = await connect(workload.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval(Q.enrichment_inbox_count):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the daemons did not enrich the workload's leads within {timeout}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
