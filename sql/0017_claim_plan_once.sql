@@ -16,3 +16,10 @@ create index core_memory_events_out_of_office
 alter table core_memory_events alter column lead_id set (n_distinct = -0.05);
 alter table touch_runs alter column lead_id set (n_distinct = -0.2);
 alter table touch_runs alter column account_id set (n_distinct = 100);
+
+-- The open touches are read by sender (touch_runs_open_by_sender, 0013): the claim, the dispatch loop's next moment
+-- and the counts of due touches all walk that index. A second index over the same open touches, by time, only gave
+-- a plan made on a queue's statistics (an empty queue, most of the time) a way to walk every open touch of every
+-- sender and sort them to find one sender's — a tie the planner could break the wrong way in a plan kept for the
+-- session. Gone; the counts of due touches read the by-sender index whole (only open touches).
+drop index if exists touch_runs_due;

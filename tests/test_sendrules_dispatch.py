@@ -176,8 +176,8 @@ async def test_two_connections_racing_for_the_last_slot_hand_out_one(db, db_url)
     settings = load_settings(quiet_hours="off")
     one, two = await connect(db_url), await connect(db_url)
     try:
-        assert [r["id"] for r in await one.fetch(Q.claim_due_touches, "w1", 60, 1)] in ([touch_a], [touch_b])
-        assert len(await two.fetch(Q.claim_due_touches, "w2", 60, 1)) == 1
+        assert [r["id"] for r in await one.fetch(Q.claim_touches_with_context, "w1", 60, 1, None, None)] in ([touch_a], [touch_b])
+        assert len(await two.fetch(Q.claim_touches_with_context, "w2", 60, 1, None, None)) == 1
         mine = {1: await one.fetchval("select id from touch_runs where locked_by = 'w1'"),
                 2: await two.fetchval("select id from touch_runs where locked_by = 'w2'")}
 

@@ -1,23 +1,27 @@
 -- Fair dispatch and sender pacing (SPEC §16), one definition for the claim, the dispatcher's pushback and the
 -- dashboard.
 
--- The senders (account, channel) that have open (queued or scheduled) touches: a loose index scan over
--- touch_runs_open_by_sender, one probe per such sender — an account without open touches costs nothing.
-create or replace function open_senders()
-returns table (account_id uuid, channel text)
+-- The senders (account, channel) that have open (queued or scheduled) touches, each with its oldest open touch's
+-- scheduled_at (first_at: the sender has due work when it is past): a loose index scan over touch_runs_open_by_sender
+-- (account_id, channel, scheduled_at), one probe per such sender, in the index's own order — an account without open
+-- touches costs nothing. Every probe asks for that order, which only this index gives without a sort: the claim
+-- plans with sorts off (sql/views/10_claim.sql), so whatever its statistics say of the open touches, it walks here.
+drop function if exists open_senders();
+create function open_senders()
+returns table (account_id uuid, channel text, first_at timestamptz)
 language sql stable parallel safe rows 10
 as $$
-  with recursive units (account_id, channel) as (
-    (select t.account_id, t.channel from touch_runs t
-     where t.status in ('queued', 'scheduled') order by t.account_id, t.channel limit 1)
+  with recursive units (account_id, channel, first_at) as (
+    (select t.account_id, t.channel, t.scheduled_at from touch_runs t
+     where t.status in ('queued', 'scheduled') order by t.account_id, t.channel, t.scheduled_at limit 1)
     union all
-    select n.account_id, n.channel
+    select n.account_id, n.channel, n.scheduled_at
     from units u
-    cross join lateral (select t.account_id, t.channel from touch_runs t
+    cross join lateral (select t.account_id, t.channel, t.scheduled_at from touch_runs t
                         where t.status in ('queued', 'scheduled') and (t.account_id, t.channel) > (u.account_id, u.channel)
-                        order by t.account_id, t.channel limit 1) n
+                        order by t.account_id, t.channel, t.scheduled_at limit 1) n
   )
-  select units.account_id, units.channel from units
+  select units.account_id, units.channel, units.first_at from units
 $$;
 
 -- A sender's configured rate: config.max_per_second (requests per second), or null (unpaced).

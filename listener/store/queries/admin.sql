@@ -33,7 +33,7 @@ select event_type, count(*)::bigint as n from core_memory_events
 where created_at > now() - interval '1 hour' group by event_type order by event_type
 
 -- name: status_queue
--- One sub-select per number, each walking a partial index of open touches (touch_runs_due, touch_runs_leases):
+-- One sub-select per number, each walking a partial index of open touches (touch_runs_open_by_sender, touch_runs_leases):
 -- the cost follows the open queue, not the table.
 select
   (select count(*) from touch_runs where status in ('queued', 'scheduled') and scheduled_at <= now())::bigint as due,

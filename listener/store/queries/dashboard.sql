@@ -62,7 +62,7 @@ limit $2
 
 -- name: dash_touches
 -- touch_runs_created walked backwards (filters on it), touch_runs_lead_key for a lead, touch_runs_failed_code for
--- an error code, touch_runs_due / touch_runs_leases for open statuses. Keyset pagination on (created_at, id).
+-- an error code, touch_runs_open_by_sender / touch_runs_leases for open statuses. Keyset pagination on (created_at, id).
 select t.id, t.lead_id, l.full_name as lead_name, t.campaign_id, c.name as campaign_name, t.step, t.channel,
        t.status, t.scheduled_at, t.sent_at, t.created_at, t.updated_at,
        case when t.status = 'failed' then split_part(t.error, ':', 1) end as error_code, t.error,

@@ -1,19 +1,5 @@
 -- Dispatch: claim with context (one statement, committed) → send → complete in batches (SPEC §6, §11).
 
--- name: claim_due_touches
--- Lease due touches; committed on its own before any provider call. SKIP LOCKED lets many daemons share the queue.
-update touch_runs t
-set status = 'processing', locked_by = $1, locked_until = now() + make_interval(secs => $2), updated_at = now()
-from (
-  select id from touch_runs
-  where status in ('queued', 'scheduled') and scheduled_at <= now()
-  order by scheduled_at
-  limit $3
-  for update skip locked
-) due
-where t.id = due.id
-returning t.id
-
 -- name: claim_touches_with_context
 -- Lease due touches with their context and reasons not to send, fairly and within each sender's pace, in one
 -- statement committed before any provider call: sql/views/10_claim.sql (planned once per connection).
@@ -43,12 +29,9 @@ select busy_touch_id, counters from complete_touches($1::text, $2::text, $3::int
 -- oldest open touch's scheduled_at, or for a paced sender the later of that and its next free moment (SPEC §16).
 -- A moment in the past means now (due work another daemon holds, or a sender at its in-flight limit: look again
 -- shortly). Walks the senders with open touches (open_senders()) as the claim does.
-select min(case when sender_is_paced(ps.config, ps.pushback_until, now()) and ps.next_at > first.scheduled_at
-                then ps.next_at else first.scheduled_at end) as next_at
+select min(case when sender_is_paced(ps.config, ps.pushback_until, now()) and ps.next_at > u.first_at
+                then ps.next_at else u.first_at end) as next_at
 from open_senders() u
-cross join lateral (select t.scheduled_at from touch_runs t
-                    where t.account_id = u.account_id and t.channel = u.channel and t.status in ('queued', 'scheduled')
-                    order by t.scheduled_at limit 1) first
 left join lateral (select ps.config, sp.next_at, sp.pushback_until
                    from account_provider_settings ps
                    left join sender_pacing sp on sp.settings_id = ps.id

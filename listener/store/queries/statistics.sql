@@ -1,5 +1,5 @@
 -- Planner statistics (SPEC §17): see sql/views/11_planner_statistics.sql.
 
 -- name: refresh_stale_planner_statistics
--- The claim's tables that outgrew statistics calling them tiny, analysed now (the names come back).
+-- The claim's tables that outgrew their statistics, analysed now (the names come back).
 select refresh_stale_planner_statistics() as analysed
