@@ -30,7 +30,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "duration": args.duration if args.duration is not None else (2.0 if quick else 10.0),
         "drain_n": args.touches if args.touches is not None else (1000 if quick else 20000),
         "scale_sizes": tuple(args.scale_sizes) if args.scale_sizes else
-        ((10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)),
+        ((12_000, 100_000) if quick else (12_000, 1_000_000, 10_000_000)),
         "scale_calls": 50 if quick else 200,
         "limit_seconds": args.limit_seconds if args.limit_seconds is not None else (3.0 if quick else 10.0),
         "repeat": args.repeat if args.repeat is not None else (1 if quick else 3),
@@ -109,7 +109,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=float, nargs="+", help="latency: offered touches/s (default 50 200 1000)")
     p.add_argument("--duration", type=float, help="latency: seconds per rate (default 10; --quick 2)")
     p.add_argument("--touches", type=int, help="throughput/peer: touches to drain (default 20000; --quick 1000)")
-    p.add_argument("--scale-sizes", type=int, nargs="+", help="scale: historical touch_runs (default 10k 100k 1M)")
+    p.add_argument("--scale-sizes", type=int, nargs="+",
+                   help="scale: core_memory_events at each step (default 12k 1M 10M; --quick 12k 100k)")
     p.add_argument("--limit-seconds", type=float, help="limit: pgbench duration (default 10; --quick 3)")
     p.add_argument("--kills", type=int, help="chaos: SIGKILLs (default 10; --quick 3)")
     p.add_argument("--burst", type=int, help="chaos: touches in the one-transaction burst (default 50000)")

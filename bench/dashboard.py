@@ -30,10 +30,12 @@ from typing import Any
 import aiohttp
 
 from bench.env import PgServer
+from listener.intents.status import PACED_SENDERS_SHOWN
 from listener.settings import load_settings
 from listener.store.database import connect
 from listener.store.queries import Q
 from listener.web.app import start
+from listener.web.timeseries import DEFAULT_MINUTES
 
 GENERATE = """
 set session_replication_role = replica;
@@ -85,9 +87,11 @@ select (array['sweep','touch-orchestrator','reactivation'])[1 + g % 3], now() - 
 from generate_series(1, 2000) g;
 set session_replication_role = origin;
 """
+# What `/` reads (listener/web/pages.py overview_data; its charts: dash_timeseries over DEFAULT_MINUTES, below), and
+# what its live feed and the touches list read when they open.
 HOME_QUERIES = ("status_queue", "dash_leases_expiring", "dash_deferred_by_reason", "dash_channel_last_hour",
                 "status_failures_last_hour", "status_cadences", "status_last_job_runs", "dash_heartbeats",
-                "dash_recent_events", "dash_touches")
+                "dash_paced_senders", "dash_recent_events", "dash_touches")
 
 
 async def has_command_runs(url: str) -> bool:
@@ -110,14 +114,18 @@ async def generate(url: str, rows: int) -> None:
 
 
 HOME_ARGS: dict[str, tuple[Any, ...]] = {"dash_leases_expiring": (30,), "dash_recent_events": (None, 25),
-                                         "dash_touches": (None, None, None, None, None, None, None, 50)}
+                                         "dash_touches": (None, None, None, None, None, None, None, 50),
+                                         "dash_paced_senders": (PACED_SENDERS_SHOWN,)}
 
 
-async def measured_queries(conn: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
+async def measured_queries(conn: Any, home_only: bool = False) -> list[tuple[str, str, tuple[Any, ...]]]:
     """(label, query name, arguments) of every query timed: the home page's, then the pictures' (§18) — the
     timeseries over an hour (the home page's charts) and a day, report.funnel for one campaign and for the five
-    (/campaigns) over 30 days — and /commands' when command_runs exists."""
+    (/campaigns) over 30 days — and /commands' when command_runs exists. ``home_only``: the home page's and its
+    charts' only (bench/scale.py)."""
     out = [(name, name, HOME_ARGS.get(name, ())) for name in HOME_QUERIES]
+    if home_only:
+        return [*out, (f"dash_timeseries ({DEFAULT_MINUTES} min)", "dash_timeseries", (DEFAULT_MINUTES,))]
     campaigns = [r["id"] for r in await conn.fetch("select id from campaigns order by name")]
     out += [("dash_timeseries (60 min)", "dash_timeseries", (60,)),
             ("dash_timeseries (1440 min)", "dash_timeseries", (1440,)),
@@ -130,7 +138,7 @@ async def measured_queries(conn: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
     return out
 
 
-async def query_times(url: str, n: int = 20) -> dict[str, float]:
+async def query_times(url: str, n: int = 20, home_only: bool = False) -> dict[str, float]:
     """Median milliseconds of each query, run as the pages run it (read-only, custom plans), so the slowest one is
     named."""
     out: dict[str, float] = {}
@@ -138,7 +146,7 @@ async def query_times(url: str, n: int = 20) -> dict[str, float]:
     try:
         async with conn.transaction(readonly=True):
             await conn.execute("set local plan_cache_mode = force_custom_plan")
-            for label, name, args in await measured_queries(conn):
+            for label, name, args in await measured_queries(conn, home_only):
                 took = []
                 for _ in range(n):
                     started = time.perf_counter()
@@ -150,16 +158,31 @@ async def query_times(url: str, n: int = 20) -> dict[str, float]:
     return out
 
 
-async def plans(url: str) -> dict[str, list[str]]:
+async def plans(url: str, home_only: bool = False) -> dict[str, list[str]]:
     """Which indexes each measured query walks (EXPLAIN, no ANALYZE)."""
     out: dict[str, list[str]] = {}
     conn = await connect(url)
     try:
         async with conn.transaction():
             await conn.execute("set local plan_cache_mode = force_custom_plan")
-            for label, name, args in await measured_queries(conn):
+            for label, name, args in await measured_queries(conn, home_only):
                 plan = await conn.fetchval("explain (format json) " + getattr(Q, name), *args)
                 out[label] = sorted(_nodes(json.loads(plan) if isinstance(plan, str) else plan))
+    finally:
+        await conn.close()
+    return out
+
+
+async def explained(url: str, home_only: bool = False) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of each measured query, as the pages run it (read-only, custom plans)."""
+    out: dict[str, str] = {}
+    conn = await connect(url)
+    try:
+        async with conn.transaction(readonly=True):
+            await conn.execute("set local plan_cache_mode = force_custom_plan")
+            for label, name, args in await measured_queries(conn, home_only):
+                rows = await conn.fetch("explain (analyze, buffers, format text) " + getattr(Q, name), *args)
+                out[label] = "\n".join(r[0] for r in rows)
     finally:
         await conn.close()
     return out

@@ -46,12 +46,9 @@ def _throughput(section: dict[str, Any]) -> str:
 
 
 def _scale(section: dict[str, Any]) -> str:
-    names = ["decide", "decide_keys_64", "claim_64", "claim_with_context_64", "expire_leases_idle", "expire_leases_100"]
-    rows = [[s["touch_runs"], s["events"], *(s[n]["median_ms"] for n in names)] for s in section["sizes"]]
-    growth = section["growth"]["median_ratio"]
-    rows.append([f"× from {section['growth']['from']}", "", *(f"×{growth.get(n, '-')}" for n in names)])
-    return table("scale: median ms per call vs history size (decide = 1 key; *_64 = a batch of 64)",
-                 ["touch_runs", "events", *names], rows)
+    from bench.scale import table as scale_table
+
+    return scale_table(section)
 
 
 def _peer_row(name: str, drain: dict[str, Any], latency: dict[str, Any] | None, ratio: Any = "") -> list[Any]:

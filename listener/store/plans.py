@@ -32,6 +32,19 @@ async def function_query(conn: asyncpg.Connection, function: str) -> tuple[str, 
     return query, arg_types, list(row["proconfig"] or [])
 
 
+async def apply_settings(conn: asyncpg.Connection, settings: list[str]) -> None:
+    """A function's SET clauses (pg_proc.proconfig, 'name=value'), for the rest of the transaction."""
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        await conn.execute("select set_config($1, $2, true)", name, value)
+
+
+async def literals(conn: asyncpg.Connection, args: tuple[Any, ...], arg_types: list[str]) -> list[str]:
+    """EXECUTE takes no bind parameters: each argument as a literal of its type, quoted by the server."""
+    return [await conn.fetchval(f"select quote_nullable($1::{arg_type})", arg)
+            for arg, arg_type in zip(args, arg_types, strict=True)]
+
+
 async def explain_function(conn: asyncpg.Connection, function: str, args: tuple[Any, ...], *,
                            analyze: bool = False, options: str = "") -> list[str]:
     """EXPLAIN (ANALYZE when asked) of the function's query with ``args``, as its own session plans it; in a
@@ -42,15 +55,11 @@ async def explain_function(conn: asyncpg.Connection, function: str, args: tuple[
     await transaction.start()
     prepared = False
     try:
-        for setting in settings:
-            name, _, value = setting.partition("=")
-            await conn.execute("select set_config($1, $2, true)", name, value)
+        await apply_settings(conn, settings)
         await conn.execute(f"prepare explained_function ({', '.join(arg_types)}) as {query}")
         prepared = True
-        # EXECUTE takes no bind parameters: each argument as a literal of its type, quoted by the server
-        literals = [await conn.fetchval(f"select quote_nullable($1::{arg_type})", arg)
-                    for arg, arg_type in zip(args, arg_types, strict=True)]
-        rows = await conn.fetch(f"explain ({what}) execute explained_function ({', '.join(literals)})")
+        values = await literals(conn, args, arg_types)
+        rows = await conn.fetch(f"explain ({what}) execute explained_function ({', '.join(values)})")
         return [r[0] for r in rows]
     finally:
         await transaction.rollback()  # an analyzed claim claims nothing for good

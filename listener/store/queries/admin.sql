@@ -39,8 +39,8 @@ select
   (select count(*) from touch_runs where status in ('queued', 'scheduled') and scheduled_at <= now())::bigint as due,
   (select count(*) from touch_runs where status = 'scheduled' and scheduled_at > now())::bigint as scheduled_later,
   (select count(*) from touch_runs where status = 'processing')::bigint as processing,
-  extract(epoch from (now() - (select min(scheduled_at) from touch_runs
-                               where status in ('queued', 'scheduled') and scheduled_at <= now())))::float8
+  -- each sender's oldest open moment, from the loose scan of open touches (one probe per sender)
+  extract(epoch from (now() - (select min(u.first_at) from open_senders() u where u.first_at <= now())))::float8
                                                                                                 as oldest_due_age_s,
   (select count(*) from event_reactions where failed_at is null)::bigint as pending_reactions
 

@@ -119,4 +119,9 @@ select coalesce((select jsonb_object_agg(status, n order by status)
                        group by status having sum(n) <> 0) s), '{}'::jsonb) as campaign_leads,
        (select count(*) from pending_cooldowns)::bigint as cooldown_timers,
        (select min(due_at) from pending_cooldowns) as next_cooldown_at,
-       (select min(scheduled_at) from touch_runs where status = 'scheduled' and scheduled_at > now()) as next_scheduled_at
+       (select min(n.scheduled_at) from open_senders() u  -- one probe per sender with open touches
+        cross join lateral (select t.scheduled_at from touch_runs t
+                            where t.account_id = u.account_id and t.channel = u.channel
+                              and t.status in ('queued', 'scheduled') and t.scheduled_at > now()
+                              and t.status = 'scheduled'
+                            order by t.scheduled_at limit 1) n) as next_scheduled_at
