@@ -282,3 +282,33 @@ async def test_a_config_table_that_outgrows_its_statistics_is_analysed_and_the_c
         await pool.close()
     plan = await explain_function(db, "claim_touches_with_context", (WORKER, 120.0, 64, None, None))
     assert unkeyed_scans(plan, ("account_provider_settings",)) == [], "\n".join(plan)
+
+
+async def test_a_burst_into_an_analysed_queue_gets_fresh_statistics(db, db_url):
+    """Statistics taken while the table held 1,500 finished touches (not a tiny table) say "no open touch"; 2,000
+    queued ones arrive in one transaction. The statistics service analyses touch_runs once the change is reported
+    (it changed more than its rows since its last ANALYZE), and not again after."""
+    account_id = await factories.account(db)
+    lead_id = await factories.lead(db, account_id)
+    await db.execute("""insert into touch_runs (account_id, lead_id, channel, status, payload)
+                        select $1, $2, 'sms', 'sent', $3 from generate_series(1, 1500)""",
+                     account_id, lead_id, factories.payload("sms"))
+    await db.execute("analyze touch_runs")
+    assert await db.fetchval("select relpages from pg_class where relname = 'touch_runs'") >= 16
+    await backlog(db, account_id, 2000)
+    await db.execute("select pg_stat_force_next_flush()")  # the insert's counts reported when this session idles
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            for _ in range(200):  # the report is asynchronous: at most a few tenths of a second
+                if await conn.fetchval("select n_mod_since_analyze from pg_stat_user_tables"
+                                       " where relname = 'touch_runs'") >= 2000:
+                    break
+                await asyncio.sleep(0.02)
+        assert "touch_runs" in await refresh_planner_statistics(pool)
+        assert "touch_runs" not in await refresh_planner_statistics(pool)
+    finally:
+        await pool.close()
+    status = await db.fetchval("select most_common_vals::text from pg_stats where tablename = 'touch_runs'"
+                               " and attname = 'status'")
+    assert "queued" in status
