@@ -1,6 +1,8 @@
-"""What the daemon does when an event lands (SPEC §7–§9): the fallback decision after every touch_sent /
-touch_failed, cancellations after stop events, and the cadence lifecycle. Every reaction runs in the transaction
-that takes its event_reactions row, so it happens exactly once even with many daemons, and replay reuses it."""
+"""What the daemon does when an event lands (SPEC §7–§9, §17): the fallback decision after every touch_sent /
+touch_failed, cancellations after stop events, the cadence lifecycle — decided and acted on set-based in SQL
+(sql/views/09_reactions.sql), a batch at a time. Every reaction runs in the transaction that takes its
+event_reactions row (or, for the daemon's own outcomes, in the completer's transaction that writes them), so it
+happens exactly once even with many daemons; replay reuses it."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ returning latest_touch_id
 
 -- name: intent_insert_do_not_contact
 -- lead.suppress: the do_not_contact event (SPEC §8); its trigger files the reaction, which the intent also runs at
--- once in the same transaction (listener/engine/reactions.py react_to_stop_event).
+-- once in the same transaction (listener/engine/reactions.py react_to_events).
 insert into core_memory_events (lead_id, event_type, event_source, direction, payload)
 values ($1, 'do_not_contact', 'command_os', 'internal', jsonb_build_object('command_run_id', $2::uuid))
 returning id, created_at
