@@ -12,6 +12,11 @@ $$;
 create or replace function core_memory_events_file_reactions() returns trigger
 language plpgsql as $$
 begin
+  -- The completer reacts to its own touch outcomes in the same transaction (sql/views/12_complete.sql): those are not
+  -- filed (it files them itself, with a wake-up, if its reaction part fails), and they are no stop signals.
+  if current_setting('revenue_asi.reacting_inline', true) = 'on' then
+    return null;
+  end if;
   -- A stop signal takes its lead's row lock, the one `lead enroll` takes before it checks suppression
   -- (queries/lead.sql lead_lock), so an enrolment and a stop event of the same lead never miss each other.
   -- (The send path holds no lead lock: its stop guarantee is the measured window of SPEC §11, README.)
@@ -21,11 +26,6 @@ begin
                    and n.event_type not in ('touch_sent', 'touch_failed', 'touch_undelivered', 'email_bounced'))
   order by l.id
   for no key update;
-  -- The completer reacts to its own touch outcomes in the same transaction (sql/views/12_complete.sql): those are not
-  -- filed (it files them itself, with a wake-up, if its reaction part fails).
-  if current_setting('revenue_asi.reacting_inline', true) = 'on' then
-    return null;
-  end if;
   insert into event_reactions (event_id, lead_id, event_type, created_at)
   select n.id, n.lead_id, n.event_type, n.created_at
   from new_rows n
