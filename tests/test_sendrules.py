@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from listener.rules.errors import TouchFailure
@@ -280,6 +280,8 @@ def windows(draw: st.DrawFn) -> dict | None:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(instant=datetime(2025, 9, 27, 0, 0, tzinfo=UTC), zone_name="Pacific/Chatham",  # DST at 02:45 local, +12:45
+         window={"days": [1, 2, 3, 4, 5, 6, 7], "start": "00:00", "end": "03:46"}, quiet=None, holidays=None)
 @given(instant=st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)),
        zone_name=st.sampled_from(ZONES), window=windows(),
        quiet=st.one_of(st.none(), st.tuples(clock, clock).filter(lambda q: q[0] != q[1])),

@@ -255,7 +255,9 @@ def next_allowed(instant: datetime, zone: ZoneInfo, rules: Rules) -> datetime:
         if rules.day_blocked(day) is not None:
             continue
         candidates = [c for a, _ in intervals for c in _local_instants(day, a, zone)]
-        candidates += list(_transitions(day, zone))
+        # a transition found from this day's search window may fall on the next local day: that day's own
+        # candidates (its midnight, before the jump) come first, so it waits for its day
+        candidates += [c for c in _transitions(day, zone) if c.astimezone(zone).date() == day]
         good = [c for c in candidates if c >= instant and rules.blocked(c.astimezone(zone)) is None]
         if good:
             return min(good)
