@@ -139,7 +139,16 @@ async def test_a_later_human_reply_ends_the_pause_at_once(db, db_url):
         # the person writes: the waiting touch is due at once and goes
         _, body = await client.twilio(INBOUND, inbound("ok, hablamos cuando regrese", "SM" + "3" * 32))
         assert body["classification"] == "neutral"
-        await wait_until(db_url, "select status = 'sent' from touch_runs where id = $1", waiting)
+        try:
+            await wait_until(db_url, "select status = 'sent' from touch_runs where id = $1", waiting)
+        except AssertionError as exc:  # say where the touch stopped (a CI run once waited here in vain)
+            touch = await db.fetchrow("select status, scheduled_at, error, now() as now from touch_runs where id = $1",
+                                      waiting)
+            events = await db.fetch("select event_type, created_at, payload from core_memory_events"
+                                    " where lead_id = $1 order by created_at, id", lead_id)
+            pending = await db.fetch("select * from event_reactions")
+            raise AssertionError(f"{exc}\ntouch {dict(touch)}\nevents {[dict(e) for e in events]}\n"
+                                 f"reactions pending {[dict(r) for r in pending]}") from None
     (resumed,) = [e for e in await events_of(db, waiting, "touch_scheduled") if e["payload"].get("reason")]
     assert resumed["payload"]["reason"] == "out_of_office_ended" and resumed["event_source"] == "out_of_office"
     assert [r.to for r in fake.requests] == [PHONE]
