@@ -378,6 +378,14 @@ class Window:
         self._end = [await snapshot(proc.pid, out) for proc, out in self.procs]
         self.ended = True
 
+    async def finish(self, n: int) -> dict[str, Any] | None:
+        """Once the consumer processes have been stopped, whatever happened: the window's counts if it ended
+        (``after_exit``), and the bench process's hook removed either way."""
+        try:
+            return await self.after_exit(n) if self.ended else None
+        finally:
+            self.close()
+
     async def after_exit(self, n: int) -> dict[str, Any]:
         """Once the consumer processes have been stopped: the window's counts per touch (``n`` touches)."""
         assert self._own is not None

@@ -122,11 +122,9 @@ async def drain(env: Env, n: int, daemons: int, settings: Mapping[str, Any] | No
     finally:
         await env.stop_daemons(procs)
         try:
-            if window is not None and window.ended:
-                in_window = await window.after_exit(n)
-        finally:
             if window is not None:
-                window.close()
+                in_window = await window.finish(n)
+        finally:
             await env.pg.drop_database(url)
     if done["reacted_at"] is None:
         raise RuntimeError(f"drain of {n} with {daemons} daemon(s) did not finish: {counts}")

@@ -139,11 +139,9 @@ async def pgqueuer_drain(env: Env, n: int, tasks: int = SAME_AS_SHIPPED_TASKS, c
     finally:
         await proc.stop()
         try:
-            if window is not None and window.ended:
-                in_window = await window.after_exit(n)
-        finally:
             if window is not None:
-                window.close()
+                in_window = await window.finish(n)
+        finally:
             await env.pg.drop_database(url)
     if finished is None:
         raise RuntimeError(f"pgqueuer drain of {n} did not finish: {counts}\n{proc.tail()}")
