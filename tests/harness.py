@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import asyncpg
 
@@ -15,6 +17,10 @@ from listener.engine.daemon import Daemon
 from listener.providers.sandbox import SandboxProviders
 from listener.settings import Settings, load_settings
 from listener.store.database import connect
+from tests import factories
+
+if TYPE_CHECKING:
+    from tests.pg import TestServer
 
 # SPEC §19: a public URL needs REVENUE_ASI_UNSUBSCRIBE_SECRET. The harness draws one per test process, shared by the
 # daemon (which signs the links) and the web application (which verifies them) of a test.
@@ -97,3 +103,30 @@ async def events_of(conn: asyncpg.Connection, touch_id: Any, event_type: str | N
     return await conn.fetch(
         "select * from core_memory_events where payload->>'touch_run_id' = $1::text"
         " and ($2::text is null or event_type = $2) order by created_at", str(touch_id), event_type)
+
+
+@dataclass
+class LoopDatabase:
+    """A database of its own, with one account, on an event loop of its own: for synchronous tests that drive the
+    loop themselves (hypothesis runs examples without pytest-asyncio in the way)."""
+
+    loop: asyncio.AbstractEventLoop
+    conn: asyncpg.Connection
+    account_id: UUID
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+@contextlib.contextmanager
+def loop_database(template: TestServer) -> Iterator[LoopDatabase]:
+    loop = asyncio.new_event_loop()
+    url = loop.run_until_complete(template.fresh_database())
+    conn = loop.run_until_complete(connect(url))
+    try:
+        account_id = loop.run_until_complete(factories.account(conn, providers=False))
+        yield LoopDatabase(loop, conn, account_id)
+    finally:
+        loop.run_until_complete(conn.close())
+        loop.run_until_complete(template.drop_database(url))
+        loop.close()

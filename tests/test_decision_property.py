@@ -9,23 +9,21 @@ examples without pytest-asyncio in the way."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from listener.rules.decision import decide
-from listener.store.database import connect
 from listener.store.decisions import decide_sql, decision_from_row, load_decision_inputs
 from tests import factories
+from tests.harness import LoopDatabase, loop_database
 
 if TYPE_CHECKING:
     from tests.pg import TestServer
@@ -37,32 +35,18 @@ US = timedelta(microseconds=1)
 
 
 @dataclass
-class Env:
-    loop: asyncio.AbstractEventLoop
-    conn: asyncpg.Connection
-    account_id: uuid.UUID
-    campaigns: list[uuid.UUID]
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+class Env(LoopDatabase):
+    campaigns: list[uuid.UUID] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
 def env(migrated_template: TestServer) -> Iterator[Env]:
     """One database for the whole run, on a loop of our own."""
-    loop = asyncio.new_event_loop()
-    url = loop.run_until_complete(migrated_template.fresh_database())
-    conn = loop.run_until_complete(connect(url))
-    try:
-        account_id = loop.run_until_complete(factories.account(conn, providers=False))
-        campaigns = [loop.run_until_complete(conn.fetchval(
-            "insert into campaigns (account_id, name) values ($1, $2) returning id", account_id, name))
+    with loop_database(migrated_template) as database:
+        campaigns = [database.run(database.conn.fetchval(
+            "insert into campaigns (account_id, name) values ($1, $2) returning id", database.account_id, name))
             for name in ("alpha", "beta")]
-        yield Env(loop, conn, account_id, campaigns)
-    finally:
-        loop.run_until_complete(conn.close())
-        loop.run_until_complete(migrated_template.drop_database(url))
-        loop.close()
+        yield Env(database.loop, database.conn, database.account_id, campaigns)
 
 
 # --- strategies -------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ tests/test_decision_property.py does."""
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 import re
@@ -38,8 +37,9 @@ from hypothesis import HealthCheck, Phase, event, example, find, given, note, se
 from hypothesis import strategies as st
 
 from listener.engine.reactions import ReactionStats, drain_reactions, react_to_events
-from listener.store.database import connect, create_pool
+from listener.store.database import create_pool
 from tests import factories
+from tests.harness import LoopDatabase, loop_database
 from tests.test_decision_property import BROKEN, CHANNELS, INBOUND
 
 if TYPE_CHECKING:
@@ -558,29 +558,14 @@ def differences(left: dict[str, list[str]], right: dict[str, list[str]], names: 
 # --- batch against one by one ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Env:
-    loop: asyncio.AbstractEventLoop
-    conn: asyncpg.Connection
-    account_id: uuid.UUID
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+Env = LoopDatabase  # every example runs in a transaction rolled back
 
 
 @pytest.fixture(scope="module")
 def env(migrated_template: TestServer) -> Iterator[Env]:
     """One database for the whole module, on a loop of our own; every example runs in a transaction rolled back."""
-    loop = asyncio.new_event_loop()
-    url = loop.run_until_complete(migrated_template.fresh_database())
-    conn = loop.run_until_complete(connect(url))
-    try:
-        account_id = loop.run_until_complete(factories.account(conn, providers=False))
-        yield Env(loop, conn, account_id)
-    finally:
-        loop.run_until_complete(conn.close())
-        loop.run_until_complete(migrated_template.drop_database(url))
-        loop.close()
+    with loop_database(migrated_template) as database:
+        yield database
 
 
 @dataclass
