@@ -21,9 +21,6 @@ from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
 
-TOUCH_OUTCOMES = frozenset({"touch_sent", "touch_failed"})
-# Provider webhooks (SPEC §12): a permanent undelivery / bounce exhausts the channel, so the key is decided again.
-UNDELIVERY_EVENTS = frozenset({"touch_undelivered", "email_bounced"})
 # A row that raises is retried alone; CONNECTION_ERRORS end the drain instead (nothing to isolate).
 # Errors of the moment, not of the row: the reaction is retried later (REACTION_RETRY_S × attempts), and set aside
 # only after MAX_REACTION_ATTEMPTS.

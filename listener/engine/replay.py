@@ -29,7 +29,8 @@ from uuid import UUID
 import asyncpg
 
 from listener.engine.appointments import replay_reminders
-from listener.engine.reactions import TOUCH_OUTCOMES, UNDELIVERY_EVENTS, ReactionEvent, ReactionStats, react_to_events
+from listener.engine.reactions import ReactionEvent, ReactionStats, react_to_events
+from listener.rules.decision import ATTEMPT_EVENTS, UNDELIVERY_EVENTS
 from listener.settings import Settings, get_settings
 from listener.store.queries import Q
 
@@ -121,7 +122,7 @@ async def replay_event(conn: asyncpg.Connection, event: asyncpg.Record, summary:
     summary.by_event_type[event["event_type"]] = summary.by_event_type.get(event["event_type"], 0) + 1
     pending = await conn.fetchval(Q.replay_take_pending, event["id"]) is not None
     summary.pending_taken += pending
-    is_outcome = event["event_type"] in TOUCH_OUTCOMES or event["event_type"] in UNDELIVERY_EVENTS
+    is_outcome = event["event_type"] in ATTEMPT_EVENTS or event["event_type"] in UNDELIVERY_EVENTS
     if not is_outcome and await conn.fetchval(Q.replay_stop_event_is_stale, event["lead_id"], event["created_at"],
                                               event["event_type"]):
         summary.stale_stop_events += 1
