@@ -15,8 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
+from listener.engine.isolate import batch_then_one_by_one
 from listener.rules.sanitize import clean_answer
-from listener.store.database import CONNECTION_ERRORS, ROW_BUSY_ERRORS, wait_briefly_for_row_locks
+from listener.store.database import ROW_BUSY_ERRORS
 from listener.store.queries import Q
 
 log = logging.getLogger(__name__)
@@ -156,36 +157,27 @@ async def _drain(pool: asyncpg.Pool, take_query: str, batch: int, parse: Callabl
                  ) -> ReactionStats:
     """Take rows with `take_query` and act on them in the same transaction, batch after batch, until none are left.
 
-    Isolation by construction: the batch runs in a savepoint; when it raises, each row runs again alone in its
-    own savepoint, and a row that still raises is handed to ``set_aside`` (which keeps it with its error), so the
-    others commit and one bad row never stalls the rest. A row lock held elsewhere is waited for only briefly
-    (ROW_LOCK_WAIT_MS), so it costs its batch a fraction of a second, not the session's lock_timeout. Only losing
-    the connection ends the drain."""
+    Isolation by construction, the services' one shape (listener/engine/isolate.py): the batch runs in a savepoint;
+    when it raises, each row runs again alone in its own savepoint, and a row that still raises is handed to
+    ``set_aside`` (which keeps it with its error), so the others commit and one bad row never stalls the rest. A row
+    lock held elsewhere is waited for only briefly (ROW_LOCK_WAIT_MS), so it costs its batch a fraction of a second,
+    not the session's lock_timeout. Only losing the connection ends the drain."""
     total = ReactionStats()
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            await wait_briefly_for_row_locks(conn)
-            rows = [parse(r) for r in await conn.fetch(take_query, batch)]
+            rows = [parse(r) for r in await conn.fetch(take_query, batch)]  # SKIP LOCKED: waits for no row
             if not rows:
                 return total
-            try:
-                async with conn.transaction():
-                    total.add(await act(conn, rows))
-                continue
-            except CONNECTION_ERRORS:
-                raise
-            except Exception as exc:
-                if len(rows) == 1:
-                    await set_aside(conn, rows[0], exc)
-                    continue
-            for row in rows:
-                try:
-                    async with conn.transaction():
-                        total.add(await act(conn, [row]))
-                except CONNECTION_ERRORS:
-                    raise
-                except Exception as exc:
-                    await set_aside(conn, row, exc)
+            done: list[ReactionStats] = []
+
+            async def run(items: Sequence[Row], conn: asyncpg.Connection = conn, done: list[ReactionStats] = done
+                          ) -> None:
+                done.append(await act(conn, list(items)))
+
+            for row, exc in await batch_then_one_by_one(conn, rows, run, catch=(Exception,)):
+                await set_aside(conn, row, exc)
+            for stats in done:
+                total.add(stats)
 
 
 def describe_error(exc: BaseException) -> str:
